@@ -1,0 +1,8 @@
+"""fourds: 4D video representations in PyTorch.
+
+SimpleMAE pretraining of the 4DS video ViT family, the paper's 4D evaluation suite with
+cross-attention readouts, and import of the released 4DS checkpoints.
+See ``../shared/DESIGN.md`` (shipped as ``docs`` in the README) for the architecture.
+"""
+
+__version__ = "0.1.0"
