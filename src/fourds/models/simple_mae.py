@@ -11,7 +11,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from fourds.models.masking import masking_noise, num_kept, random_masking
-from fourds.models.vit import VideoViT, ViTConfig, resize_grid_embedding
+from fourds.models.vit import VideoViT, ViTConfig, init_named_parameters, resize_grid_embedding
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class SimpleMAE(nn.Module):
                     f"input_size {name_}={size} is not divisible by decoder_patch_size {name_}={p}"
                 )
         self.mae_cfg = mae_cfg
-        self.encoder = VideoViT(vit_cfg, name=name)
+        self.encoder = VideoViT(vit_cfg, name=name, init=False)
         self.latent_grid = tuple(s // p for s, p in zip(vit_cfg.input_size, mae_cfg.decoder_patch_size))
         self.latent_tokens = nn.Parameter(torch.zeros(*self.latent_grid, vit_cfg.dim))
         self.decoder = nn.Linear(vit_cfg.dim, math.prod(mae_cfg.decoder_patch_size) * vit_cfg.in_channels)
@@ -103,14 +103,23 @@ class SimpleMAE(nn.Module):
         return self.encoder.name
 
     @torch.no_grad()
-    def init_weights(self) -> None:
-        """Encoder init, latent tokens ~ normal(0.02), decoder xavier-uniform with zero bias."""
-        self.encoder.init_weights()
-        if self.latent_tokens.is_meta:
-            return
-        nn.init.normal_(self.latent_tokens, std=0.02)
-        nn.init.xavier_uniform_(self.decoder.weight)
-        nn.init.zeros_(self.decoder.bias)
+    def init_parameter(self, name: str, tensor: Tensor, generator: torch.Generator | None = None) -> None:
+        """Encoder rules for ``encoder.*``; latent tokens ~ normal(0.02); decoder xavier-uniform, zero bias."""
+        if name.startswith("encoder."):
+            self.encoder.init_parameter(name[len("encoder."):], tensor, generator)
+        elif name == "latent_tokens":
+            nn.init.normal_(tensor, std=0.02, generator=generator)
+        elif name == "decoder.weight":
+            nn.init.xavier_uniform_(tensor, generator=generator)
+        elif name == "decoder.bias":
+            nn.init.zeros_(tensor)
+        else:
+            raise AssertionError(f"no init rule for parameter {name}")
+
+    @torch.no_grad()
+    def init_weights(self, seed: int | None = None) -> None:
+        """See :meth:`VideoViT.init_weights`."""
+        init_named_parameters(self, seed)
 
     def no_weight_decay(self, include_biases: bool = False, include_latents: bool = False) -> set[str]:
         """Names exempt from weight decay (see :meth:`VideoViT.no_weight_decay`); optionally the biases

@@ -165,6 +165,16 @@ def resize_grid_embedding(embed: Tensor, grid: Sequence[int]) -> Tensor:
     return out
 
 
+def init_named_parameters(module: nn.Module, seed: int | None) -> None:
+    """Apply ``module.init_parameter`` to each parameter; see :meth:`VideoViT.init_weights`."""
+    from fourds.seeding import generator
+
+    for name, param in module.named_parameters():
+        if param.is_meta:
+            continue
+        module.init_parameter(name, param, None if seed is None else generator(seed, name))
+
+
 class VideoViT(nn.Module):
     """The 4DS video ViT, behind the Backbone contract (see :mod:`fourds.models.backbone`).
 
@@ -172,7 +182,7 @@ class VideoViT(nn.Module):
     (after the positional embedding), index k the output of block k.
     """
 
-    def __init__(self, cfg: ViTConfig, name: str | None = None) -> None:
+    def __init__(self, cfg: ViTConfig, name: str | None = None, init: bool = True) -> None:
         super().__init__()
         self.cfg = cfg
         self.name = name or "video-vit"
@@ -180,7 +190,8 @@ class VideoViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(*cfg.grid, cfg.dim))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.grad_checkpointing = False
-        self.init_weights()
+        if init:
+            self.init_weights()
 
     # ---------------------------------------------------------------- Backbone contract attributes
     @property
@@ -205,20 +216,27 @@ class VideoViT(nn.Module):
 
     # ---------------------------------------------------------------- initialisation and hooks
     @torch.no_grad()
-    def init_weights(self) -> None:
-        """MAE-style init: xavier-uniform linears (patch embed as a flattened kernel), zero biases,
-        positional embedding ~ truncated normal(0.02), LayerNorm (1, 0). No-op on the meta device."""
-        if self.pos_embed.is_meta:
-            return
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02, a=-0.04, b=0.04)
+    def init_parameter(self, name: str, tensor: Tensor, generator: torch.Generator | None = None) -> None:
+        """Initialise one parameter (by its name in this module) in place, MAE-style: xavier-uniform
+        linear weights (the patch embedding as a flattened kernel), zero biases, LayerNorm (1, 0), the
+        positional embedding ~ truncated normal(0.02)."""
+        if name == "pos_embed":
+            nn.init.trunc_normal_(tensor, std=0.02, a=-0.04, b=0.04, generator=generator)
+        elif ".norm" in f".{name}" and name.endswith("weight"):
+            nn.init.ones_(tensor)
+        elif name.endswith("bias"):
+            nn.init.zeros_(tensor)
+        elif tensor.ndim == 2:
+            nn.init.xavier_uniform_(tensor, generator=generator)
+        else:
+            raise AssertionError(f"no init rule for parameter {name} {tuple(tensor.shape)}")
+
+    @torch.no_grad()
+    def init_weights(self, seed: int | None = None) -> None:
+        """Initialise every parameter (no-op on the meta device). With ``seed``, each parameter draws
+        from its own generator seeded by ``(seed, name)``, so the result does not depend on parameter
+        order or sharding (FSDP initialises full tensors one at a time with the same rule)."""
+        init_named_parameters(self, seed)
 
     def no_weight_decay(self, include_biases: bool = False) -> set[str]:
         """Parameter names exempt from weight decay: the positional embedding and LayerNorm parameters

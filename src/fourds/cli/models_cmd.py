@@ -1,0 +1,86 @@
+"""``fourds models``: every registered size with parameter counts and FLOPs, built on the meta device."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "models",
+        help="list model sizes with parameter counts and GFLOPs (no memory needed)",
+        description="Parameter counts (encoder, latent grid, pixel decoder) and forward GFLOPs per clip, "
+        "counted on the meta device with torch.utils.flop_counter.",
+    )
+    p.add_argument("--clip", default="16x224x224", help="clip size TxHxW for the FLOP count (default 16x224x224)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def model_table(clip: tuple[int, int, int]) -> list[dict]:
+    """One row per registered size; FLOPs of the full encoder forward (no masking, feature extraction)
+    and of the SimpleMAE training forward (95% masked), per clip."""
+    import torch
+
+    from fourds.models import get_preset, list_models, simple_mae
+    from fourds.train.flops import count_forward_flops
+
+    rows = []
+    for name in list_models():
+        with torch.device("meta"):
+            mae = simple_mae(name, input_size=clip)
+            enc = sum(p.numel() for p in mae.encoder.parameters())
+            latent = mae.latent_tokens.numel()
+            decoder = sum(p.numel() for p in mae.decoder.parameters())
+            video = torch.empty(1, *clip, 3)
+            enc_flops = count_forward_flops(mae.encoder, video)
+            mae_flops = count_forward_flops(mae, video, noise=torch.empty(1, mae.num_tokens(video.shape)))
+        # Table 1 counts the grid the model is trained for (4DS-j: 256x256), so count that separately.
+        with torch.device("meta"):
+            native = simple_mae(name)
+            native_p = sum(p.numel() for p in native.encoder.parameters()) + native.latent_tokens.numel()
+        table = get_preset(name).table1_params_m
+        c = native.encoder.cfg
+        rows.append({
+            "name": name, "dim": c.dim, "depth": c.depth, "heads": c.num_heads, "mlp": c.mlp_dim,
+            "input": "x".join(map(str, c.input_size)),
+            "encoder_params": enc, "latent_params": latent, "decoder_params": decoder,
+            "total_params": enc + latent + decoder,
+            "enc_plus_latent_native_m": native_p / 1e6,
+            "table1_m": table,
+            "table1_delta_pct": None if table is None else 100 * (native_p / 1e6 / table - 1),
+            "encoder_gflops": enc_flops / 1e9, "mae_forward_gflops": mae_flops / 1e9,
+        })
+    return rows
+
+
+def _m(n: float) -> str:
+    return f"{n / 1e6:,.2f}M"
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    try:
+        clip = tuple(int(v) for v in args.clip.lower().split("x"))
+        assert len(clip) == 3
+    except (ValueError, AssertionError):
+        raise ValueError(f"--clip {args.clip!r}: expected TxHxW, e.g. 16x224x224") from None
+    rows = model_table(clip)  # type: ignore[arg-type]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    head = (f"{'model':<10} {'D':>5} {'L':>3} {'heads':>5} {'MLP':>6} {'encoder':>12} {'latent':>9} {'decoder':>9} "
+            f"{'total':>12} {'enc+lat':>11} {'Table 1':>8} {'delta':>7} {'enc GFLOPs':>11} {'MAE fwd GFLOPs':>14}")
+    print(f"parameters on the meta device; GFLOPs per {args.clip} clip (counted by torch.utils.flop_counter);")
+    print("enc+lat and Table 1 at each model's trained input size (4DS-j: 16x256x256)")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        table = f"{r['table1_m']:,.0f}M" if r["table1_m"] else "-"
+        delta = f"{r['table1_delta_pct']:+.2f}%" if r["table1_delta_pct"] is not None else "-"
+        print(f"{r['name']:<10} {r['dim']:>5} {r['depth']:>3} {r['heads']:>5} {r['mlp']:>6} {_m(r['encoder_params']):>12} "
+              f"{_m(r['latent_params']):>9} {_m(r['decoder_params']):>9} {_m(r['total_params']):>12} "
+              f"{r['enc_plus_latent_native_m']:>10,.1f}M {table:>8} {delta:>7} {r['encoder_gflops']:>11,.1f} "
+              f"{r['mae_forward_gflops']:>14,.1f}")
+    return 0

@@ -1,0 +1,286 @@
+"""SimpleMAE pretraining: one loop for one CPU process and for ``torchrun`` (DDP or FSDP2).
+
+Exact resume: model, optimiser and step come from the checkpoint; the data of step ``s`` and the masks
+of its clips are pure functions of ``(seed, sample id)`` (see :mod:`fourds.data.pretrain`), and the
+learning rate a pure function of ``s``, so a run killed at any point and resumed ends with the same
+weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fourds.data import to_float
+from fourds.data.pretrain import ClipSpec, PretrainClips, StepBatchSampler, VideoSource, build_source, make_loader
+from fourds.models.io import save_model, write_json_atomic
+from fourds.models.registry import simple_mae
+from fourds.models.simple_mae import SimpleMAE
+from fourds.seeding import derive_seed
+from fourds.train.checkpoint import Checkpointer
+from fourds.train.config import PretrainConfig
+from fourds.train.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    all_reduce_min,
+    apply_block_switches,
+    init_distributed,
+    resolve_strategy,
+    shard_fsdp,
+    unwrap,
+    wrap_ddp,
+)
+from fourds.train.flops import mae_train_flops, peak_flops
+from fourds.train.logger import RunLogger
+from fourds.train.optim import build_adamw, param_groups, set_lr, warmup_cosine
+
+log = logging.getLogger(__name__)
+
+#: Test hook: the process SIGKILLs itself right before this step (a real crash, for resume tests).
+FAULT_ENV = "FOURDS_FAULT_AT_STEP"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when the loss or gradient norm is NaN/inf; no optimiser step was taken."""
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT ask the loop to checkpoint and stop at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def build_model(cfg: PretrainConfig, info: DistInfo, strategy: str, bf16: bool) -> tuple[nn.Module, SimpleMAE]:
+    """The trained module (maybe DDP/FSDP-wrapped) and the plain SimpleMAE inside it.
+
+    Built on the meta device, parallelised, then materialised and initialised with per-parameter seeds,
+    so every strategy and world size starts from the same weights and no rank ever holds a full copy
+    under FSDP (only one full parameter at a time while initialising).
+    """
+    with torch.device("meta"):
+        model = simple_mae(cfg.model, **cfg.model_kwargs())
+    apply_block_switches(model, cfg.activation_checkpointing, cfg.compile)
+    if strategy == "fsdp":
+        shard_fsdp(model, info, bf16)
+        model.to_empty(device=info.device)
+        init_sharded(model, cfg.seed)
+        return model, model
+    model.to_empty(device=info.device)
+    model.init_weights(seed=cfg.seed)
+    wrapped = wrap_ddp(model, info) if strategy == "ddp" else model
+    return wrapped, model
+
+
+@torch.no_grad()
+def init_sharded(model: SimpleMAE, seed: int) -> None:
+    """Initialise FSDP2-sharded parameters exactly like the unsharded model: each full parameter is
+    drawn on this process with its own seeded generator, and only the local shard is kept."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    from fourds.seeding import generator
+
+    for name, param in model.named_parameters():
+        full = torch.empty(param.shape, dtype=param.dtype)
+        model.init_parameter(name, full, generator(seed, name))
+        if isinstance(param, DTensor):
+            param.copy_(distribute_tensor(full.to(param.device), param.device_mesh, param.placements))
+        else:
+            param.copy_(full)
+
+
+def _param_checksum(model: nn.Module) -> float:
+    with torch.no_grad():
+        total = torch.zeros((), dtype=torch.float64)
+        for p in model.parameters():
+            local = p.to_local() if hasattr(p, "to_local") else p
+            total += local.detach().double().sum().cpu()
+    return float(total)
+
+
+def _grad_sync(model: nn.Module, strategy: str, sync: bool) -> contextlib.AbstractContextManager:
+    """Skip gradient all-reduce on all but the last accumulation micro-batch."""
+    if strategy == "ddp" and not sync:
+        return model.no_sync()  # type: ignore[operator]
+    if strategy == "fsdp":
+        model.set_requires_gradient_sync(sync)  # type: ignore[operator]
+    return contextlib.nullcontext()
+
+
+def _check_run_dir(cfg: PretrainConfig, ckpt: Checkpointer) -> None:
+    out = Path(cfg.out)
+    if not cfg.resume and ckpt.latest() is not None:
+        raise ValueError(
+            f"--out {out} already holds checkpoints ({ckpt.latest().name}); pass --resume to continue "
+            f"that run, or choose a new --out"
+        )
+    saved = out / "config.json"
+    if cfg.resume and saved.is_file():
+        before = json.loads(saved.read_text())
+        ignore = {"resume", "steps", "save_every", "log_every", "num_workers", "keep_checkpoints", "debug_rank_logs"}
+        changed = {k: (before.get(k), v) for k, v in cfg.to_dict().items() if k not in ignore and before.get(k) != v}
+        if changed:
+            log.warning("resuming with a changed config (old, new): %s", changed)
+
+
+def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
+    """Run (or resume) SimpleMAE pretraining; returns the final model folder ``<out>/model``.
+
+    Args:
+        cfg: the run configuration (``None`` fields take the preset's defaults).
+        source: clips to train on; default: ``build_source(cfg.data)``.
+    """
+    cfg = cfg.resolved()
+    info = init_distributed(cfg.device)
+    strategy = resolve_strategy(cfg.strategy, info)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and info.device.type == "cuda")
+    if bf16 and info.device.type == "cpu":
+        log.warning("bf16 on CPU is 10-100x slower than fp32 here; use --precision fp32 on CPU")
+    out = Path(cfg.out)
+    ckpt = Checkpointer(out / "checkpoints", info, keep=cfg.keep_checkpoints, sharded=strategy == "fsdp")
+    _check_run_dir(cfg, ckpt)
+    if info.is_main:
+        write_json_atomic(out / "config.json", {**cfg.to_dict(), "world_size": info.world_size, "strategy_resolved": strategy})
+
+    model, core = build_model(cfg, info, strategy, bf16)
+    groups = param_groups(core, cfg.weight_decay, core.no_weight_decay(cfg.exempt_biases_from_wd, cfg.exempt_latents_from_wd))
+    optimizer = build_adamw(groups, cfg.lr, (cfg.beta1, cfg.beta2), info.device)
+
+    start_step = 0
+    latest = ckpt.latest()
+    if cfg.resume and latest is not None:
+        state = ckpt.load(latest, core, optimizer)
+        start_step = int(state["step"])
+        log.info("resumed from %s at step %d", latest, start_step)
+    elif cfg.resume:
+        log.warning("--resume given but %s has no checkpoint; starting from scratch", out / "checkpoints")
+
+    spec = ClipSpec(cfg.num_frames, cfg.frame_stride, cfg.image_size, cfg.min_resize, cfg.max_resize, cfg.flip)
+    source = source if source is not None else build_source(cfg.data, seed=cfg.seed, image_size=cfg.image_size)
+    sampler = StepBatchSampler(start_step, cfg.steps, cfg.batch_size, info.rank, info.world_size, cfg.grad_accum)
+    loader = make_loader(PretrainClips(source, spec, cfg.seed), sampler, cfg.num_workers, info.device.type == "cuda")
+
+    micro = sampler.micro
+    step_flops = mae_train_flops(cfg.model, cfg.model_kwargs(), micro) * cfg.grad_accum * info.world_size
+    peak = peak_flops(info.device)
+    if info.is_main:
+        n_params = sum(p.numel() for p in core.parameters())
+        log.info(
+            "pretraining %s (%.2fM params) on %s x%d [%s, %s]: global batch %d (%d per rank x %d accum), "
+            "lr %.2e, %d warm-up, %d steps",
+            cfg.model, n_params / 1e6, info.device.type, info.world_size, strategy, "bf16" if bf16 else "fp32",
+            cfg.batch_size, micro, cfg.grad_accum, cfg.lr, cfg.warmup_steps, cfg.steps,
+        )
+
+    logger = RunLogger(out, total=cfg.steps, initial=start_step, enabled=info.is_main, desc=f"pretrain {cfg.model}")
+    rank_log = open(out / f"rank{info.rank}.jsonl", "a", buffering=1) if cfg.debug_rank_logs else None
+    fault_step = int(os.environ.get(FAULT_ENV, "-1"))
+    autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if bf16 and strategy != "fsdp" else contextlib.nullcontext()
+    params = [p for p in core.parameters() if p.requires_grad]
+    batches: Iterator[dict] = iter(loader)
+    model.train()
+    step = start_step
+    try:
+        with _StopFlag() as stop:
+            while step < cfg.steps:
+                if step == fault_step:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                t0 = time.perf_counter()
+                lr = warmup_cosine(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.min_lr)
+                set_lr(optimizer, lr)
+                optimizer.zero_grad(set_to_none=True)
+                loss_sum = torch.zeros((), device=info.device)
+                data_time = 0.0
+                for m in range(cfg.grad_accum):
+                    td = time.perf_counter()
+                    batch = next(batches)
+                    video = to_float(batch["video"].to(info.device, non_blocking=True))
+                    data_time += time.perf_counter() - td
+                    seeds = [derive_seed(cfg.seed, int(n), 1) for n in batch["sample_id"]]
+                    with _grad_sync(model, strategy, m == cfg.grad_accum - 1), autocast:
+                        out_ = model(video, sample_seeds=seeds)
+                        loss = out_.loss / cfg.grad_accum
+                    loss.backward()
+                    loss_sum += loss.detach()
+                loss_value = float(all_reduce_mean(loss_sum))
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+                finite = all_reduce_min(float(math.isfinite(loss_value) and math.isfinite(grad_norm)), info.device)
+                if finite < 1.0:
+                    last = ckpt.latest()
+                    raise NonFiniteLossError(
+                        f"non-finite loss ({loss_value}) or gradient norm ({grad_norm}) at step {step}; stopped "
+                        f"before the optimiser step. Last good checkpoint: {last if last else 'none yet'} "
+                        f"(continue with --resume). Try a lower --lr, --grad-clip 1.0 or --precision fp32."
+                    )
+                optimizer.step()
+                step += 1
+                if rank_log is not None:
+                    rank_log.write(json.dumps({"step": step, "loss": float(loss_sum), "checksum": _param_checksum(core)}) + "\n")
+                dt = time.perf_counter() - t0
+                logger.advance()
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    scalars = {
+                        "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
+                        "clips_per_s": cfg.batch_size / dt, "step_time_s": dt, "data_time_s": data_time,
+                        "tflops": step_flops / dt / 1e12,
+                    }
+                    if peak:
+                        scalars["mfu"] = step_flops / dt / peak
+                    logger.log(step, scalars, bar={"loss": f"{loss_value:.4f}", "clips/s": f"{cfg.batch_size / dt:.1f}"})
+                stop_now = all_reduce_min(0.0 if stop.requested else 1.0, info.device) < 1.0
+                if step % cfg.save_every == 0 or step == cfg.steps or stop_now:
+                    path = ckpt.save(step, core, optimizer, {"config": cfg.to_dict(), "data": {"next_sample": step * cfg.batch_size}})
+                    logger.write(f"saved {path}")
+                if stop_now:
+                    logger.write(f"stopped at step {step} on request; resume with --resume")
+                    break
+    finally:
+        logger.close()
+        if rank_log is not None:
+            rank_log.close()
+
+    final = out / "model"
+    if step == cfg.steps:
+        export_model(core, final, info, strategy, extra={"pretrain": {"steps": cfg.steps, "data": cfg.data}})
+    return final
+
+
+def export_model(core: nn.Module, folder: Path, info: DistInfo, strategy: str, extra: dict[str, Any]) -> None:
+    """Write the plain model folder (gathering the full state dict from FSDP shards when needed)."""
+    state = None
+    if strategy == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(core, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if info.is_main:
+        save_model(unwrap(core), folder, state_dict=state, extra=extra)
