@@ -72,7 +72,7 @@ def test_sigkill_then_resume_ends_with_identical_weights(tmp_path):
 def test_two_ranks_take_identical_steps_and_match_one_process(tmp_path):
     args = [*SMALL, "--steps", "4", "--save-every", "4", "--debug-rank-logs"]
     run_cli([*args, "--out", str(tmp_path / "ddp"), "--strategy", "ddp"],
-            launcher=("-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29621", "-m", "fourds"))
+            launcher=("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "fourds"))
     r0 = [json.loads(x) for x in (tmp_path / "ddp" / "rank0.jsonl").read_text().splitlines()]
     r1 = [json.loads(x) for x in (tmp_path / "ddp" / "rank1.jsonl").read_text().splitlines()]
     assert [r["checksum"] for r in r0] == [r["checksum"] for r in r1]  # same weights after every step
@@ -85,7 +85,7 @@ def test_two_ranks_take_identical_steps_and_match_one_process(tmp_path):
 
 def test_fsdp2_on_two_cpu_ranks_matches_one_process(tmp_path):
     args = [*SMALL, "--steps", "4", "--save-every", "2"]
-    launcher = ("-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29622", "-m", "fourds")
+    launcher = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "fourds")
     run_cli([*args, "--out", str(tmp_path / "fsdp"), "--strategy", "fsdp", "--steps", "2"], launcher=launcher)
     run_cli([*args, "--out", str(tmp_path / "fsdp"), "--strategy", "fsdp", "--resume"], launcher=launcher)
     run_cli([*args, "--out", str(tmp_path / "one")])
