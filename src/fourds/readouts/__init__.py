@@ -1,5 +1,15 @@
-"""Readouts: attention readout heads on frozen features, and the temporal resampling they share."""
+"""Readouts: attention readout heads on frozen features, query embeddings, and temporal resampling."""
 
+from fourds.readouts.attention import AttentionReadout, ReadoutMLP
+from fourds.readouts.fourier import FourierQueryEmbedding, fourier_features, fourier_frequencies
 from fourds.readouts.resample import resample_time, resize_weights
 
-__all__ = ["resample_time", "resize_weights"]
+__all__ = [
+    "AttentionReadout",
+    "FourierQueryEmbedding",
+    "ReadoutMLP",
+    "fourier_features",
+    "fourier_frequencies",
+    "resample_time",
+    "resize_weights",
+]
