@@ -16,6 +16,9 @@ import sys
 COMMAND_MODULES: tuple[str, ...] = (
     "fourds.cli.models_cmd",
     "fourds.cli.pretrain_cmd",
+    "fourds.cli.convert_cmd",
+    "fourds.cli.extract_cmd",
+    "fourds.cli.depth_cmd",
 )
 
 

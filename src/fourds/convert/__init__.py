@@ -14,6 +14,7 @@ from fourds.convert.official import (
     from_official_npz,
     infer_readout_sizes,
     infer_vit_config,
+    plan_official,
 )
 
 __all__ = [
@@ -26,5 +27,6 @@ __all__ = [
     "infer_readout_sizes",
     "infer_vit_config",
     "load_heads",
+    "plan_official",
     "save_heads",
 ]

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from fourds.convert.heads import VideoPatchReadout, save_heads
-from fourds.convert.npz import NpzReader
+from fourds.convert.npz import ArrayInfo, NpzReader
 from fourds.models.io import save_model
 from fourds.models.vit import VideoViT, ViTConfig
 
@@ -265,10 +265,9 @@ def readout_table(r: ReadoutSizes) -> list[_Entry]:
     ]
 
 
-def _check(reader: NpzReader, tables: list[tuple[str, list[_Entry]]]) -> None:
+def _check(info: dict[str, ArrayInfo], tables: list[tuple[str, list[_Entry]]], where: str) -> None:
     """All problems at once: missing keys, unknown keys, wrong shapes, non-float arrays."""
     wanted = {prefix + e.src: e for prefix, entries in tables for e in entries}
-    info = reader.info
     missing = sorted(set(wanted) - set(info))
     unknown = sorted(set(info) - set(wanted))
     shapes = [
@@ -287,9 +286,42 @@ def _check(reader: NpzReader, tables: list[tuple[str, list[_Entry]]]) -> None:
             problems.append(f"{len(items)} {title}: " + "; ".join(items[:_MAX_LISTED]) + more)
     if problems:
         raise ValueError(
-            f"{reader.path} does not match the official 4DS layout it was recognised as "
+            f"{where} does not match the official 4DS layout it was recognised as "
             f"(sizes inferred from its arrays):\n  " + "\n  ".join(problems)
         )
+
+
+@dataclass(frozen=True)
+class OfficialPlan:
+    """What a file holds, worked out from its keys and shapes alone (no array data read)."""
+
+    layout: Layout
+    vit: ViTConfig
+    readout: ReadoutSizes | None
+    tables: list[tuple[str, list[_Entry]]]
+
+
+def plan_official(info: dict[str, ArrayInfo], where: str = "checkpoint") -> OfficialPlan:
+    """Recognise the layout, infer all sizes and check every key and shape of an official file.
+
+    Args:
+        info: key → :class:`ArrayInfo` (shape, dtype), e.g. ``NpzReader(path).info``.
+        where: the file's name for error messages.
+
+    Raises:
+        ValueError: listing every missing, unknown and mis-shaped key.
+    """
+    layout = detect_layout(list(info), where)
+    cfg = infer_vit_config(info, layout, where)
+    tables = [(layout.encoder_prefix, backbone_table(cfg))]
+    sizes = None
+    if layout.readout_prefix is not None:
+        sizes = infer_readout_sizes(info, layout.readout_prefix, where)
+        if sizes.dim != cfg.dim:
+            raise ValueError(f"{where}: readout input width {sizes.dim} differs from the encoder width {cfg.dim}")
+        tables.append((layout.readout_prefix, readout_table(sizes)))
+    _check(info, tables, where)
+    return OfficialPlan(layout, cfg, sizes, tables)
 
 
 def _load(reader: NpzReader, prefix: str, entries: list[_Entry], module: nn.Module) -> None:
@@ -328,26 +360,19 @@ def from_official_npz(
         ValueError: not a readable ``.npz``, not a 4DS layout, or missing / unknown / mis-shaped keys
             (all listed).
     """
+    if not 0.0 < readout_depth <= 1.0:
+        raise ValueError(f"readout_depth must be in (0, 1], got {readout_depth}")
     with NpzReader(path) as reader:
-        where = str(reader.path)
-        layout = detect_layout(reader.keys(), where)
-        cfg = infer_vit_config(reader.info, layout, where)
-        tables = [(layout.encoder_prefix, backbone_table(cfg))]
-        sizes = None
-        if layout.readout_prefix is not None:
-            sizes = infer_readout_sizes(reader.info, layout.readout_prefix, where)
-            if sizes.dim != cfg.dim:
-                raise ValueError(f"{where}: readout input width {sizes.dim} differs from the encoder width {cfg.dim}")
-            tables.append((layout.readout_prefix, readout_table(sizes)))
-        _check(reader, tables)
-
+        plan = plan_official(reader.info, str(reader.path))
+        cfg, sizes, layout = plan.vit, plan.readout, plan.layout
         with torch.device("meta"):
             backbone = VideoViT(cfg, name=reader.path.stem, init=False)
-        _load(reader, layout.encoder_prefix, tables[0][1], backbone)
+        _load(reader, layout.encoder_prefix, plan.tables[0][1], backbone)
         heads: dict[str, nn.Module] = {}
         if sizes is not None:
             official_index = int((cfg.depth + 1) * readout_depth) - 1
             out_size, patch, channels = infer_decoding(sizes, cfg.input_size[1:], output_size, patch_size)
+            assert layout.readout_prefix is not None
             with torch.device("meta"):
                 head = VideoPatchReadout(
                     sizes.dim, sizes.channels, sizes.num_heads, output_size=out_size, patch_size=patch,
@@ -356,7 +381,7 @@ def from_official_npz(
                     meta={"source": "official 4DS AttentionReadout", "official_feature_index": official_index,
                           "readout_depth": readout_depth},
                 )
-            _load(reader, layout.readout_prefix, tables[1][1], head)
+            _load(reader, layout.readout_prefix, plan.tables[1][1], head)
             heads["depth"] = head.eval()
     return backbone.eval(), heads
 
