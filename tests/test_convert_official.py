@@ -87,6 +87,7 @@ def test_depth_head_attributes(io: dict, depth_model: tuple) -> None:
     assert head.layer == official - 1 == 2  # official entry i >= 2 is our block i - 1
     assert head.output_size == (4, 32, 48) and head.patch_size == (2, 8, 8) and head.out_channels == 1
     assert head.num_queries == 48 and head.num_heads == 2 and head.channels == 32
+    assert head.token_grid == (2, 2, 3)
 
 
 def test_layouts_agree_and_backbone_file_has_no_heads() -> None:
@@ -222,7 +223,7 @@ def test_convert_folder_round_trip(tmp_path: Path, io: dict) -> None:
     assert (out / "config.json").is_file() and (out / "heads" / "depth" / "model.safetensors").is_file()
     backbone, heads = load(out), load_heads(out)
     head = heads["depth"]
-    assert head.layer == 2 and head.output_size == (4, 32, 48)
+    assert head.layer == 2 and head.output_size == (4, 32, 48) and head.token_grid == (2, 2, 3)
     video = torch.from_numpy(io["black/video"])
     with torch.no_grad():
         depth = head(backbone.features(video, [head.layer])[0])

@@ -39,6 +39,8 @@ class VideoPatchReadout(AttentionReadout):
             ``Q = (T/pt)(H/ph)(W/pw)`` queries with ``pt·ph·pw·out_channels`` outputs each.
         out_channels: channels per output pixel (1 for depth).
         layer: index into ``Backbone.features`` (0 = embedding, k = block k) this head reads.
+        token_grid: ``(T', h, w)`` token grid of the backbone features it was trained on (recorded, not
+            enforced: keys and values work for any grid; the time axis is resampled to ``T``).
         mlp_ratio, ln_eps: as in :class:`AttentionReadout`.
         name: the head's name (its sub-folder, e.g. ``"depth"``).
         meta: provenance kept in ``config.json`` (e.g. the official feature index).
@@ -60,6 +62,7 @@ class VideoPatchReadout(AttentionReadout):
         patch_size: tuple[int, int, int] = (2, 8, 8),
         out_channels: int = 1,
         layer: int,
+        token_grid: tuple[int, int, int] | None = None,
         mlp_ratio: int = 4,
         ln_eps: float = 1e-6,
         name: str = "depth",
@@ -90,6 +93,7 @@ class VideoPatchReadout(AttentionReadout):
         self.patch_grid: tuple[int, int, int] = patch_grid  # type: ignore[assignment]
         self.out_channels = out_channels
         self.layer = int(layer)
+        self.token_grid = None if token_grid is None else tuple(int(v) for v in token_grid)
         self.mlp_ratio, self.ln_eps = mlp_ratio, ln_eps
         self.name = name
         self.meta = dict(meta or {})
@@ -118,6 +122,7 @@ class VideoPatchReadout(AttentionReadout):
                 "patch_size": list(self.patch_size),
                 "out_channels": self.out_channels,
                 "layer": self.layer,
+                "token_grid": None if self.token_grid is None else list(self.token_grid),
                 "mlp_ratio": self.mlp_ratio,
                 "ln_eps": self.ln_eps,
             },

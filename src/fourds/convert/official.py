@@ -376,7 +376,7 @@ def from_official_npz(
             with torch.device("meta"):
                 head = VideoPatchReadout(
                     sizes.dim, sizes.channels, sizes.num_heads, output_size=out_size, patch_size=patch,
-                    out_channels=channels, layer=max(official_index - 1, 0), mlp_ratio=sizes.mlp_ratio,
+                    out_channels=channels, layer=max(official_index - 1, 0), token_grid=cfg.grid, mlp_ratio=sizes.mlp_ratio,
                     name="depth",
                     meta={"source": "official 4DS AttentionReadout", "official_feature_index": official_index,
                           "readout_depth": readout_depth},
