@@ -3,7 +3,7 @@
 Both at 4DS-S width/depth (384 wide, 12 blocks, 6 heads, MLP 1536), 16x224x224 clips, 95% random
 masking, fp32 on CPU, one full optimiser step (forward, backward, AdamW). Hugging Face settings: SDPA
 attention, decoder 384 wide / 4 layers / 6 heads / MLP 1536, no pixel normalisation. Each configuration
-runs in a fresh subprocess so its peak RSS is its own. FLOPs of a whole forward + backward are counted
+runs in a fresh subprocess so its peak RSS is its own; the two alternate for a few rounds and each keeps its best. FLOPs of a whole forward + backward are counted
 (torch.utils.flop_counter, with CPU flash attention registered), and the achieved FLOP/s is compared with this machine's fp32 matmul peak measured in the
 same run.
 
@@ -77,7 +77,7 @@ def worker(kind: str, model: str, batch: int, steps: int, warmup: int) -> dict:
             mask.scatter_(1, ids[:, :keep], False)
             return net(pixel_values=pixels, bool_masked_pos=mask).loss
 
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, foreach=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True)  # as fourds.train.optim.build_adamw; same for both
     with flop_counter() as counter:  # forward + backward of one step, attention included
         step_fn().backward()
     flops = counter.get_total_flops()
@@ -108,23 +108,43 @@ def _spawn(kind: str, model: str, batch: int, steps: int, warmup: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(quick: bool = False, model: str = "4ds-s", batches: tuple[int, ...] = (1, 4)) -> dict:
-    """Measure every configuration; returns the figures (also used by the benchmark report)."""
+def _best(a: dict, b: dict) -> dict:
+    """Keep the faster of two measurements of one configuration (peak RSS: the larger)."""
+    if "step_s" not in a:
+        return b
+    if "step_s" not in b:
+        return a
+    best = dict(a if a["step_s"] <= b["step_s"] else b)
+    best["peak_rss_mb"] = max(a["peak_rss_mb"], b["peak_rss_mb"])
+    return best
+
+
+def run(quick: bool = False, model: str = "4ds-s", batches: tuple[int, ...] = (1, 4), rounds: int | None = None) -> dict:
+    """Measure every configuration; returns the figures (also used by the benchmark report).
+
+    The two implementations run alternately, ``rounds`` times each (2 by default, 1 with ``quick``),
+    and each keeps its fastest round: on a shared machine this keeps a burst of outside load from
+    landing on one side of the ratio only.
+    """
     steps, warmup = (2, 1) if quick else (5, 2)
+    rounds = rounds or (1 if quick else 2)
     peak = matmul_peak()
     rows = []
     for batch in batches:
-        ours = _spawn("fourds", model, batch, steps, warmup)
-        try:
-            theirs = _spawn("hf", model, batch, steps, warmup)
-        except subprocess.CalledProcessError as err:  # transformers missing or broken: report ours only
-            theirs = {"error": err.stderr.strip().splitlines()[-1] if err.stderr else str(err)}
+        ours: dict = {}
+        theirs: dict = {}
+        for _ in range(rounds):
+            ours = _best(ours, _spawn("fourds", model, batch, steps, warmup))
+            try:
+                theirs = _best(theirs, _spawn("hf", model, batch, steps, warmup))
+            except subprocess.CalledProcessError as err:  # transformers missing or broken: report ours only
+                theirs = {"error": err.stderr.strip().splitlines()[-1] if err.stderr else str(err)}
         for r in (ours, theirs):
             if "achieved_gflops" in r:
                 r["fraction_of_matmul_peak"] = r["achieved_gflops"] * 1e9 / peak
         rows.append({"batch": batch, "fourds": ours, "hf": theirs,
                      "speedup": theirs.get("step_s", float("nan")) / ours["step_s"]})
-    return {"model": model, "clip": "16x224x224", "matmul_peak_gflops": peak / 1e9, "rows": rows}
+    return {"model": model, "clip": "16x224x224", "matmul_peak_gflops": peak / 1e9, "rounds": rounds, "rows": rows}
 
 
 def main() -> None:

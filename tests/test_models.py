@@ -245,3 +245,20 @@ def test_activation_checkpointing_gives_the_same_gradients():
     mae(video, noise=noise).loss.backward()
     for n, p in mae.named_parameters():
         torch.testing.assert_close(p.grad, plain[n], atol=1e-6, rtol=1e-5)
+
+
+def test_simple_mae_embeds_only_kept_tubelets_equivalently():
+    """Embedding the kept raw tubelets equals embedding every token and then dropping the masked ones."""
+    mae = tiny_mae().eval()
+    video = torch.rand(2, 4, 32, 48, 3)
+    noise = torch.rand(2, 12)
+    out = mae(video, noise=noise)
+    enc = mae.encoder
+    tokens = enc.embed(video).flatten(1, 3)
+    kept, mask, _, _ = fm.random_masking(tokens, fm.num_kept(12, 0.95), noise)
+    split = enc.num_layers - mae.mae_cfg.num_latent_layers
+    x = enc.run_blocks(kept, 0, split)
+    x = torch.cat([x, mae.latent_tokens.flatten(0, 2).expand(2, -1, -1)], dim=1)
+    pred = mae.decoder(enc.run_blocks(x, split, enc.num_layers)[:, -12:])
+    torch.testing.assert_close(out.pred, pred, atol=1e-5, rtol=1e-5)
+    assert torch.equal(out.mask, mask)

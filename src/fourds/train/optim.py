@@ -49,6 +49,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def build_adamw(groups: list[dict], lr: float, betas: tuple[float, float], device: torch.device) -> torch.optim.AdamW:
-    """AdamW; fused kernels on CUDA, the foreach implementation elsewhere."""
-    kwargs = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    """AdamW with the fused kernel (CUDA and CPU; on this 2-core CPU it saves ~10% of a 4ds-s step
+    over ``foreach``), the ``foreach`` implementation on other devices."""
+    kwargs = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
     return torch.optim.AdamW(groups, lr=lr, betas=betas, **kwargs)
