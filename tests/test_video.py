@@ -144,3 +144,9 @@ def test_backend_setting(monkeypatch, videos):
 def test_write_video_validates_input(tmp_path):
     with pytest.raises(ValueError, match=r"uint8 \(T, H, W, 3\)"):
         V.write_video(tmp_path / "x.mp4", torch.zeros(2, 8, 8, 3))
+
+
+def test_indices_chosen_from_the_length_in_one_read(videos):
+    data = videos["vp9"].read_bytes()
+    frames = V.read_frames(data, lambda n: [n - 1, 0])
+    assert decode_index(frames) == [59, 0]

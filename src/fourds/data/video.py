@@ -29,7 +29,7 @@ import io
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Union
@@ -307,7 +307,7 @@ def _frame_at(pts_of: Sequence[int], pts: int | None) -> int | None:
     return min(bisect.bisect_right(pts_of, pts), len(pts_of) - 1)
 
 
-def _pyav_read(src: VideoSourceLike, name: str, indices: list[int] | None, size, threads: int) -> tuple[int, dict[int, np.ndarray]]:  # type: ignore[no-untyped-def]
+def _pyav_read(src: VideoSourceLike, name: str, indices: Callable[[int], list[int]] | None, size, threads: int) -> tuple[int, dict[int, np.ndarray]]:  # type: ignore[no-untyped-def]
     """``(num_frames, {index: rgb frame})``; ``indices=None`` only counts."""
     key = _cache_key(src)
     container, target, start = _open_container(src, name)
@@ -332,6 +332,7 @@ def _pyav_read(src: VideoSourceLike, name: str, indices: list[int] | None, size,
                     _INDEX_CACHE.popitem(last=False)
         if indices is None:
             return index.count, {}
+        indices = indices(index.count) if index.count else []
         _check_range(name, indices, index.count)
         if index.pts is None:
             return index.count, _pyav_sequential(container, name, indices, size, threads)
@@ -360,7 +361,7 @@ def _check_range(name: str, indices: list[int], count: int) -> None:
 
 
 # ----------------------------------------------------------------------------------- torchcodec
-def _torchcodec_read(src: VideoSourceLike, name: str, indices: list[int] | None, size, threads: int) -> tuple[int, dict[int, np.ndarray]]:  # type: ignore[no-untyped-def]
+def _torchcodec_read(src: VideoSourceLike, name: str, indices: Callable[[int], list[int]] | None, size, threads: int) -> tuple[int, dict[int, np.ndarray]]:  # type: ignore[no-untyped-def]
     try:
         from torchcodec.decoders import VideoDecoder
     except ImportError as err:
@@ -376,6 +377,7 @@ def _torchcodec_read(src: VideoSourceLike, name: str, indices: list[int] | None,
         count = int(decoder.metadata.num_frames or 0)
         if indices is None:
             return count, {}
+        indices = indices(count) if count else []
         _check_range(name, indices, count)
         data = decoder.get_frames_at(indices=list(indices)).data  # (N, 3, H, W) uint8
     except (RuntimeError, ValueError, OSError) as err:
@@ -407,7 +409,7 @@ def num_frames(src: VideoSourceLike, backend: str | None = None) -> int:
 
 def read_frames(
     src: VideoSourceLike,
-    indices: Sequence[int],
+    indices: Sequence[int] | Callable[[int], Sequence[int]],
     size: tuple[int, int] | None = None,
     backend: str | None = None,
     threads: int | None = None,
@@ -416,7 +418,8 @@ def read_frames(
 
     Args:
         src: path, bytes or binary file object.
-        indices: frame indices in ``[0, num_frames)``.
+        indices: frame indices in ``[0, num_frames)``, or a function ``num_frames -> indices`` (clip
+            sampling that depends on the length, decided after one demux of the file).
         size: optional ``(h, w)``: resize while converting to RGB (FFmpeg area filter, antialiased);
             much cheaper than decoding full size and resizing after. ``None`` keeps the stored size.
         backend: ``pyav`` / ``torchcodec``; default :func:`get_backend`.
@@ -426,10 +429,20 @@ def read_frames(
         VideoDecodeError: the source cannot be decoded or an index is out of range.
     """
     name = source_name(src)
-    idx = [int(k) for k in indices]
-    if not idx:
-        raise ValueError("read_frames needs at least one frame index")
-    _, got = _READERS[backend or get_backend()](src, name, sorted(set(idx)), size, _threads(threads))
+    reader = _READERS[backend or get_backend()]
+    if not callable(indices):
+        fixed = [int(k) for k in indices]
+        if not fixed:
+            raise ValueError("read_frames needs at least one frame index")
+        indices = lambda count: fixed  # noqa: E731
+    chosen: list[int] = []
+
+    def choose(count: int) -> list[int]:
+        chosen.extend(int(k) for k in indices(count))  # type: ignore[operator]
+        return sorted(set(chosen))
+
+    _, got = reader(src, name, choose, size, _threads(threads))
+    idx = chosen
     missing = [k for k in idx if k not in got]
     if missing:
         raise VideoDecodeError(name, "the decoder produced no frame for this index (damaged stream?)", frame=missing[0])
