@@ -150,3 +150,12 @@ def test_indices_chosen_from_the_length_in_one_read(videos):
     data = videos["vp9"].read_bytes()
     frames = V.read_frames(data, lambda n: [n - 1, 0])
     assert decode_index(frames) == [59, 0]
+
+
+def test_short_side_resize_and_verify(videos, tmp_path):
+    wide = write_index_video(tmp_path / "wide.mp4", 6, "libx264", size=(64, 96))
+    clip = V.read_clip(wide, 0, 3, 2, short_side=32)
+    assert clip.shape == (3, 32, 48, 3)
+    assert V.verify(videos["h264"]) == 120 and V.verify(videos["vfr"].read_bytes()) == 40
+    with pytest.raises(V.VideoDecodeError):
+        V.verify(b"garbage" * 100)

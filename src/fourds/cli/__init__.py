@@ -16,6 +16,7 @@ import sys
 COMMAND_MODULES: tuple[str, ...] = (
     "fourds.cli.models_cmd",
     "fourds.cli.pretrain_cmd",
+    "fourds.cli.data_cmd",
 )
 
 

@@ -226,10 +226,18 @@ def _check_complete(container, stream, pts: list[int], discarded: int, name: str
         raise VideoDecodeError(name, f"the file is truncated: its frames cover {covered:.2f} s of the {duration:.2f} s its header declares")
 
 
-def _to_rgb(frame, size: tuple[int, int] | None) -> np.ndarray:  # type: ignore[no-untyped-def]
+def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """``(h, w)`` with the short side ``short_side`` and the aspect ratio kept (rounded)."""
+    scale = short_side / min(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _to_rgb(frame, size: tuple[int, int] | int | None) -> np.ndarray:  # type: ignore[no-untyped-def]
     if size is None:
         return frame.to_ndarray(format="rgb24")
-    h, w = size
+    h, w = short_side_size(frame.height, frame.width, size) if isinstance(size, int) else size
+    if (h, w) == (frame.height, frame.width):
+        return frame.to_ndarray(format="rgb24")
     return frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
 
 
@@ -389,6 +397,8 @@ def _torchcodec_read(src: VideoSourceLike, name: str, indices: Callable[[int], l
     if size is not None:
         from fourds.data.geometry import resize_video
 
+        if isinstance(size, int):
+            size = short_side_size(frames.shape[1], frames.shape[2], size)
         frames = resize_video(frames, size)
     return count, {k: frames[i].numpy() for i, k in enumerate(indices)}
 
@@ -413,6 +423,7 @@ def read_frames(
     size: tuple[int, int] | None = None,
     backend: str | None = None,
     threads: int | None = None,
+    short_side: int | None = None,
 ) -> Tensor:
     """Frames ``indices`` (presentation order, any order and repeats allowed) as uint8 ``(N, H, W, 3)``.
 
@@ -424,10 +435,14 @@ def read_frames(
             much cheaper than decoding full size and resizing after. ``None`` keeps the stored size.
         backend: ``pyav`` / ``torchcodec``; default :func:`get_backend`.
         threads: decoder threads (default ``$FOURDS_DECODE_THREADS`` or 1; 0 = FFmpeg's choice).
+        short_side: alternative to ``size``: resize (same filter) so that the short side has this many
+            pixels, keeping the aspect ratio (:func:`short_side_size`).
 
     Raises:
         VideoDecodeError: the source cannot be decoded or an index is out of range.
     """
+    if size is not None and short_side is not None:
+        raise ValueError("read_frames takes size or short_side, not both")
     name = source_name(src)
     reader = _READERS[backend or get_backend()]
     if not callable(indices):
@@ -441,7 +456,7 @@ def read_frames(
         chosen.extend(int(k) for k in indices(count))  # type: ignore[operator]
         return sorted(set(chosen))
 
-    _, got = reader(src, name, choose, size, _threads(threads))
+    _, got = reader(src, name, choose, size if short_side is None else int(short_side), _threads(threads))
     idx = chosen
     missing = [k for k in idx if k not in got]
     if missing:
@@ -457,10 +472,12 @@ def read_clip(
     size: tuple[int, int] | None = None,
     backend: str | None = None,
     threads: int | None = None,
+    short_side: int | None = None,
 ) -> Tensor:
     """Frames ``start, start + stride, ..., start + (num_frames - 1) * stride`` as uint8 ``(num_frames, H, W, 3)``.
 
-    Values in [0, 255], RGB, channels last; ``H, W`` the stored size, or ``size`` (see :func:`read_frames`).
+    Values in [0, 255], RGB, channels last; ``H, W`` the stored size, or ``size`` / ``short_side`` (see
+    :func:`read_frames`).
     A clip that runs past the end raises (it never comes back short); sampling policies for short videos
     live in :mod:`fourds.data.clips`.
 
@@ -469,7 +486,29 @@ def read_clip(
     """
     if num_frames < 1 or stride < 1 or start < 0:
         raise ValueError(f"read_clip needs start >= 0, num_frames >= 1, stride >= 1; got {start}, {num_frames}, {stride}")
-    return read_frames(src, range(start, start + num_frames * stride, stride), size=size, backend=backend, threads=threads)
+    return read_frames(src, range(start, start + num_frames * stride, stride), size=size, backend=backend, threads=threads, short_side=short_side)
+
+
+def verify(src: VideoSourceLike) -> int:
+    """Decode every frame once (PyAV, no RGB conversion) and return the frame count.
+
+    Raises:
+        VideoDecodeError: the file cannot be opened or decoded, or fewer frames decode than it lists.
+    """
+    name = source_name(src)
+    container, _, _ = _open_container(src, name)
+    try:
+        index = _pyav_index(container, name)
+        container.seek(0) if index.pts is None else container.seek(index.pts[0], stream=container.streams.video[0])
+        decoded = _count_by_decoding(container, name)
+    finally:
+        container.close()
+    expected = index.count if index.pts is not None else decoded
+    if decoded < expected:
+        raise VideoDecodeError(name, f"only {decoded} of its {expected} frames decode", frame=decoded)
+    if decoded == 0:
+        raise VideoDecodeError(name, "the video stream has no frames")
+    return expected
 
 
 def write_video(
