@@ -41,6 +41,10 @@ VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".m
 MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".ndjson")
 
 
+class DataSourceNotFoundError(FileNotFoundError, ValueError):
+    """``--data`` names a path that does not exist (a missing file *and* a bad setting value)."""
+
+
 @dataclass(frozen=True)
 class VideoEntry:
     """One video: unique ``key`` and its ``labels`` (strings/numbers as stored)."""
@@ -177,8 +181,8 @@ def open_collection(spec: str | Path) -> VideoCollection:
         return ShardList.open(text)
     path = Path(text)
     if not path.exists():
-        raise FileNotFoundError(
-            f"--data {text}: no such file or folder (give a folder of videos, a CSV/JSONL manifest, "
+        raise DataSourceNotFoundError(
+            f"--data {text!r}: no such file or folder (give a folder of videos, a CSV/JSONL manifest, "
             f"WebDataset .tar shards, or 'synthetic' / 'random')"
         )
     if path.is_file():
