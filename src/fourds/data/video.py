@@ -38,11 +38,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fourds.data.encode import write_video  # re-exported: fixtures and benchmarks use it
+
 VideoSourceLike = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes]]
 
 BACKENDS = ("pyav", "torchcodec")
 BACKEND_ENV = "FOURDS_VIDEO_BACKEND"
 THREADS_ENV = "FOURDS_DECODE_THREADS"
+
+__all__ = [
+    "VideoDecodeError", "read_clip", "read_frames", "num_frames", "verify", "write_video", "set_backend",
+    "get_backend", "decoded_frame_count", "reset_decoded_frame_count", "short_side_size",
+]
 
 _backend: str | None = None
 _counter_lock = threading.Lock()
@@ -241,10 +248,17 @@ def _to_rgb(frame, size: tuple[int, int] | int | None) -> np.ndarray:  # type: i
     return frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
 
 
+def _set_threads(stream, threads: int) -> None:  # type: ignore[no-untyped-def]
+    """Before the first decode: 1 = single-threaded; else frame+slice threading (0 = FFmpeg's count)."""
+    stream.codec_context.thread_count = threads
+    if threads != 1:
+        stream.thread_type = "AUTO"
+
+
 def _pyav_sequential(container, name: str, wanted: list[int], size, threads: int) -> dict[int, np.ndarray]:  # type: ignore[no-untyped-def]
     """Decode from the start counting frames (streams without timestamps)."""
     stream = container.streams.video[0]
-    stream.codec_context.thread_count = threads
+    _set_threads(stream, threads)
     want, last = set(wanted), max(wanted)
     got: dict[int, np.ndarray] = {}
     k = 0
@@ -272,15 +286,15 @@ def _pyav_by_pts(container, name: str, index: _Index, wanted: list[int], size, t
     first_k, last_pts = min(wanted), pts_of[max(wanted)]
     # A seek lands on a key frame whose *decode* timestamp precedes the target; with reordering its
     # presentation time can still be after it. Then we seek again further back (finally: the start).
+    _set_threads(stream, threads)
     for back in (0, 4, 32, 256, None):
         seek_k = 0 if back is None else max(0, first_k - back)
         got: dict[int, np.ndarray] = {}
         current: int | None = None
+        restart = False
         try:
-            # Fresh decoder state for every attempt (a seek also flushes it).
-            container.seek(pts_of[seek_k] if seek_k > 0 else pts_of[0], stream=stream, backward=True, any_frame=False)
-            stream.codec_context.thread_count = threads
-            restart = False
+            # A seek also flushes the decoder: every attempt starts from a clean state.
+            container.seek(pts_of[seek_k], stream=stream, backward=True, any_frame=False)
             for frame in container.decode(stream):
                 _count()
                 pts = frame.pts
@@ -509,70 +523,3 @@ def verify(src: VideoSourceLike) -> int:
     if decoded == 0:
         raise VideoDecodeError(name, "the video stream has no frames")
     return expected
-
-
-def write_video(
-    path: str | os.PathLike | IO[bytes],
-    frames: Tensor | np.ndarray,
-    fps: int = 25,
-    codec: str = "libx264",
-    keyint: int | None = None,
-    bframes: int | None = None,
-    crf: int | None = None,
-    container_format: str | None = None,
-    pts: Sequence[int] | None = None,
-    time_base: tuple[int, int] | None = None,
-) -> None:
-    """Encode uint8 ``(T, H, W, 3)`` RGB frames (fixtures, benchmarks, examples).
-
-    Args:
-        path: output file (its extension picks the container) or a binary file object with
-            ``container_format`` (e.g. ``mp4``).
-        codec: FFmpeg encoder name (``libx264``, ``libvpx-vp9``, ``mpeg4``, ...).
-        keyint: key-frame interval (GOP size) in frames; ``None`` = the encoder's default.
-        bframes: maximum consecutive B-frames; ``None`` = the encoder's default.
-        crf: constant-quality setting for x264/vpx (lower = better).
-        pts: optional per-frame timestamps (in ``time_base``) for variable-frame-rate files.
-        time_base: ``(num, den)`` of ``pts``; default ``1/fps``.
-    """
-    import fractions
-
-    import av
-
-    frames = frames.numpy() if isinstance(frames, Tensor) else np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"write_video needs uint8 (T, H, W, 3) frames, got {frames.dtype} {frames.shape}")
-    h, w = frames.shape[1:3]
-    target = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
-    with av.open(target, mode="w", format=container_format) as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = w, h
-        stream.pix_fmt = "yuv420p"
-        options: dict[str, str] = {}
-        if crf is not None and codec in ("libx264", "libvpx-vp9", "libvpx"):
-            options["crf"] = str(crf)
-            if codec.startswith("libvpx"):
-                options["b:v"] = "0"
-        if codec == "libvpx-vp9":
-            options.setdefault("deadline", "realtime")
-            options.setdefault("cpu-used", "8")
-        stream.options = options
-        if keyint is not None:
-            stream.codec_context.gop_size = keyint
-            if codec == "libx264":
-                options["keyint_min"] = str(keyint)  # fixed GOP, no scene-cut key frames
-                options["sc_threshold"] = "0"
-                stream.options = options
-        if bframes is not None:
-            stream.codec_context.max_b_frames = bframes
-        if pts is not None:
-            stream.codec_context.time_base = fractions.Fraction(*(time_base or (1, fps)))
-        for t, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            if pts is not None:
-                frame.pts = int(pts[t])
-                frame.time_base = stream.codec_context.time_base
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
