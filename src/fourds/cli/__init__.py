@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fourds.cli.convert_cmd",
     "fourds.cli.extract_cmd",
     "fourds.cli.depth_cmd",
+    "fourds.cli.data_cmd",
 )
 
 

@@ -105,7 +105,9 @@ class ClipSpec:
 
 
 class PretrainClips(Dataset):
-    """Map-style over sample ids: ``ds[n]`` = ``{"video": uint8 (T, S, S, 3), "sample_id": n}``."""
+    """Map-style over sample ids: ``ds[n]`` = ``{"video": uint8 (T, S, S, 3), "sample_id": n}``, plus
+    ``"key"`` (str) and ``"failed"`` (newline-joined ``"key: reason"`` of skipped bad videos) for sources
+    with ``clip_with_info`` (:class:`fourds.data.sources.FileVideos`)."""
 
     def __init__(self, source: VideoSource, spec: ClipSpec, seed: int = 0) -> None:
         self.source = source
@@ -115,16 +117,24 @@ class PretrainClips(Dataset):
     def __len__(self) -> int:  # the id space is unbounded; the sampler decides what is read
         return 2**62
 
-    def __getitem__(self, sample_id: int) -> dict[str, Tensor | int]:
+    def __getitem__(self, sample_id: int) -> dict[str, Tensor | int | str]:
         spec = self.spec
         gen = torch.Generator().manual_seed(derive_seed(self.seed, sample_id))
-        video = self.source.clip(int(sample_id), spec.num_frames, spec.frame_stride, gen)
+        info: dict = {}
+        if hasattr(self.source, "clip_with_info"):  # file sources: the video's key and skipped bad files
+            video, info = self.source.clip_with_info(int(sample_id), spec.num_frames, spec.frame_stride, gen)
+        else:
+            video = self.source.clip(int(sample_id), spec.num_frames, spec.frame_stride, gen)
         ops = resize_short_side_crop(
             tuple(video.shape[1:3]), spec.image_size, spec.min_resize, spec.max_resize,
             random=True, flip=spec.flip, generator=gen,
         )
         video = apply_geometry(ops, {"video": to_uint8(video)})["video"]
-        return {"video": video, "sample_id": int(sample_id)}
+        out: dict[str, Tensor | int | str] = {"video": video, "sample_id": int(sample_id)}
+        if info:
+            out["key"] = info["key"]
+            out["failed"] = "\n".join(info["failed"])  # "key: reason" lines (strings collate to lists)
+        return out
 
 
 class StepBatchSampler(Sampler[list[int]]):

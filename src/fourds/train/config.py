@@ -22,7 +22,8 @@ class PretrainConfig:
         model: registered size (``fourds models`` lists them).
         model_overrides: architecture/MAE overrides, e.g. ``{"depth": 2}``.
         data: pretraining data spec: ``synthetic`` (procedural scenes, no files), ``random`` (moving
-            squares, no files), or a path (see ``fourds.data.pretrain``).
+            squares, no files), a folder of videos, a CSV/JSONL manifest, or WebDataset ``.tar`` shards
+            (a file, a folder of them or a brace pattern; see ``fourds.data.sources``).
         out: run directory (config, logs, checkpoints, final model).
         steps: optimiser steps.
         batch_size: global batch (clips per optimiser step, summed over ranks and accumulation).
@@ -55,6 +56,9 @@ class PretrainConfig:
         activation_checkpointing: recompute blocks in backward to save memory.
         compile: ``torch.compile`` each block (slow to start; no gain on CPU).
         num_workers: DataLoader worker processes (0 = in the main process).
+        max_decode_failures: file sources skip videos that fail to decode (counted in the logged
+            scalars, each named once); the run stops when more than this fraction of the source's
+            videos have failed.
         debug_rank_logs: every rank writes ``rank{r}.jsonl`` with its loss and a parameter checksum
             per step (used by the distributed test).
     """
@@ -92,6 +96,7 @@ class PretrainConfig:
     activation_checkpointing: bool = False
     compile: bool = False
     num_workers: int = 0
+    max_decode_failures: float = 0.01
     debug_rank_logs: bool = False
 
     def resolved(self) -> PretrainConfig:
@@ -129,6 +134,8 @@ class PretrainConfig:
         need(self.max_resize is None or (self.min_resize is not None and self.max_resize >= self.min_resize),
              f"--max-resize ({self.max_resize}) must be >= --min-resize ({self.min_resize})")
         need(self.num_workers >= 0, f"--num-workers must be >= 0, got {self.num_workers}")
+        need(0.0 <= self.max_decode_failures <= 1.0,
+             f"--max-decode-failures is a fraction in [0, 1], got {self.max_decode_failures}")
         need(self.keep_checkpoints >= 1, "--keep-checkpoints must be >= 1")
 
     def model_kwargs(self) -> dict[str, Any]:

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from fourds.data import to_float
-from fourds.data.pretrain import ClipSpec, PretrainClips, StepBatchSampler, VideoSource, build_source, make_loader
+from fourds.data.pretrain import ClipSpec, PretrainClips, StepBatchSampler, VideoSource, make_loader
+from fourds.data.sources import DecodeFailures, build_pretrain_source
 from fourds.models.io import save_model, write_json_atomic
 from fourds.models.registry import simple_mae
 from fourds.models.simple_mae import SimpleMAE
@@ -146,7 +147,7 @@ def _check_run_dir(cfg: PretrainConfig, ckpt: Checkpointer) -> None:
     saved = out / "config.json"
     if cfg.resume and saved.is_file():
         before = json.loads(saved.read_text())
-        ignore = {"resume", "steps", "save_every", "log_every", "num_workers", "keep_checkpoints", "debug_rank_logs"}
+        ignore = {"resume", "steps", "save_every", "log_every", "num_workers", "keep_checkpoints", "debug_rank_logs", "max_decode_failures"}
         changed = {k: (before.get(k), v) for k, v in cfg.to_dict().items() if k not in ignore and before.get(k) != v}
         if changed:
             log.warning("resuming with a changed config (old, new): %s", changed)
@@ -157,7 +158,8 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
 
     Args:
         cfg: the run configuration (``None`` fields take the preset's defaults).
-        source: clips to train on; default: ``build_source(cfg.data)``.
+        source: clips to train on; default: ``build_pretrain_source(cfg.data, ...)`` (folder, manifest,
+            shards, ``synthetic`` or ``random``).
     """
     cfg = cfg.resolved()
     info = init_distributed(cfg.device)
@@ -175,17 +177,29 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
     groups = param_groups(core, cfg.weight_decay, core.no_weight_decay(cfg.exempt_biases_from_wd, cfg.exempt_latents_from_wd))
     optimizer = build_adamw(groups, cfg.lr, (cfg.beta1, cfg.beta2), info.device)
 
+    # The source first: a missing path or an empty source fails here, before any worker starts.
+    decode_short_side = math.ceil((cfg.max_resize or cfg.min_resize) * cfg.image_size)
+    source = source if source is not None else build_pretrain_source(cfg.data, cfg.seed, cfg.image_size, decode_short_side)
+    num_videos = len(source) if hasattr(source, "__len__") else 0
+    failures = DecodeFailures(max(num_videos, 1), cfg.max_decode_failures)
+
     start_step = 0
     latest = ckpt.latest()
     if cfg.resume and latest is not None:
         state = ckpt.load(latest, core, optimizer)
         start_step = int(state["step"])
-        log.info("resumed from %s at step %d", latest, start_step)
+        data_state = state.get("data", {})
+        failures.load_state_dict(data_state.get("failures", {}))
+        if data_state.get("num_videos", num_videos) != num_videos:
+            log.warning(
+                "the data source had %s videos when the checkpoint was written and has %d now: the sample order "
+                "of the resumed run differs from the original run's", data_state.get("num_videos"), num_videos,
+            )
+        log.info("resumed from %s at step %d (next sample %d)", latest, start_step, start_step * cfg.batch_size)
     elif cfg.resume:
         log.warning("--resume given but %s has no checkpoint; starting from scratch", out / "checkpoints")
 
     spec = ClipSpec(cfg.num_frames, cfg.frame_stride, cfg.image_size, cfg.min_resize, cfg.max_resize, cfg.flip)
-    source = source if source is not None else build_source(cfg.data, seed=cfg.seed, image_size=cfg.image_size)
     sampler = StepBatchSampler(start_step, cfg.steps, cfg.batch_size, info.rank, info.world_size, cfg.grad_accum)
     loader = make_loader(PretrainClips(source, spec, cfg.seed), sampler, cfg.num_workers, info.device.type == "cuda")
 
@@ -223,6 +237,8 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
                 for m in range(cfg.grad_accum):
                     td = time.perf_counter()
                     batch = next(batches)
+                    if "failed" in batch:
+                        failures.update([line for item in batch["failed"] for line in item.split("\n") if line])
                     video = to_float(batch["video"].to(info.device, non_blocking=True))
                     data_time += time.perf_counter() - td
                     seeds = [derive_seed(cfg.seed, int(n), 1) for n in batch["sample_id"]]
@@ -256,10 +272,12 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
                     }
                     if peak:
                         scalars["mfu"] = step_flops / dt / peak
+                    if num_videos:
+                        scalars.update(failures.scalars())
                     logger.log(step, scalars, bar={"loss": f"{loss_value:.4f}", "clips/s": f"{cfg.batch_size / dt:.1f}"})
                 stop_now = all_reduce_min(0.0 if stop.requested else 1.0, info.device) < 1.0
                 if step % cfg.save_every == 0 or step == cfg.steps or stop_now:
-                    path = ckpt.save(step, core, optimizer, {"config": cfg.to_dict(), "data": {"next_sample": step * cfg.batch_size}})
+                    path = ckpt.save(step, core, optimizer, {"config": cfg.to_dict(), "data": data_state_dict(step, cfg, num_videos, failures)})
                     logger.write(f"saved {path}")
                 if stop_now:
                     logger.write(f"stopped at step {step} on request; resume with --resume")
@@ -273,6 +291,23 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
     if step == cfg.steps:
         export_model(core, final, info, strategy, extra={"pretrain": {"steps": cfg.steps, "data": cfg.data}})
     return final
+
+
+def data_state_dict(step: int, cfg: PretrainConfig, num_videos: int, failures: DecodeFailures) -> dict[str, Any]:
+    """The data position saved with a checkpoint.
+
+    Sample ids are global and their content a pure function of ``(seed, id)`` (see
+    :mod:`fourds.data.pretrain`), so the position is one number for every rank and worker: the next
+    step's first id. ``epoch`` (passes over the source) is informative; the failure counts carry on.
+    """
+    next_sample = step * cfg.batch_size
+    return {
+        "next_sample": next_sample,
+        "epoch": next_sample // num_videos if num_videos else 0,
+        "seed": cfg.seed,
+        "num_videos": num_videos,
+        "failures": failures.state_dict(),
+    }
 
 
 def export_model(core: nn.Module, folder: Path, info: DistInfo, strategy: str, extra: dict[str, Any]) -> None:
