@@ -34,20 +34,22 @@ def feature_key(layer: int) -> str:
     return f"{FEATURE_PREFIX}{layer}"
 
 
-def check_deterministic(task: Any, sample: dict[str, Any]) -> None:
-    """Raise ``ValueError`` when ``task.train_transform`` gives different results for two generators
-    (random augmentation: caching one draw would silently remove the augmentation)."""
-    a = task.train_transform(dict(sample), torch.Generator().manual_seed(1))
-    b = task.train_transform(dict(sample), torch.Generator().manual_seed(2))
-    for key in a:
-        va, vb = a[key], b.get(key)
-        same = torch.equal(va, vb) if isinstance(va, Tensor) and isinstance(vb, Tensor) else va == vb
-        if not same:
-            raise ValueError(
-                f"--feature-cache: task {task.name!r} applies random augmentation in train_transform "
-                f"(field {key!r} differs between two draws); caching features would freeze one draw. "
-                "Run without --feature-cache, or with a task configured without augmentation."
-            )
+def check_deterministic(task: Any, sample: dict[str, Any], draws: int = 8) -> None:
+    """Raise ``ValueError`` when ``task.train_transform`` differs between ``draws`` generators (random
+    augmentation: caching one draw would silently remove the augmentation)."""
+    ref = task.train_transform(dict(sample), torch.Generator().manual_seed(0))
+    for seed in range(1, draws):
+        other = task.train_transform(dict(sample), torch.Generator().manual_seed(seed))
+        for key, va in ref.items():
+            vb = other.get(key)
+            same = (torch.equal(va, vb) if isinstance(va, Tensor) and isinstance(vb, Tensor)
+                    and va.shape == vb.shape else va == vb if not isinstance(va, Tensor) else False)
+            if not same:
+                raise ValueError(
+                    f"--feature-cache: task {task.name!r} applies random augmentation in train_transform "
+                    f"(field {key!r} differs between draws); caching features would freeze one draw. "
+                    "Run without --feature-cache, or with the task configured without augmentation."
+                )
 
 
 class FeatureCache:
