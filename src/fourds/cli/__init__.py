@@ -16,6 +16,8 @@ import sys
 COMMAND_MODULES: tuple[str, ...] = (
     "fourds.cli.models_cmd",
     "fourds.cli.pretrain_cmd",
+    "fourds.cli.probe_cmd",
+    "fourds.cli.report_cmd",
 )
 
 

@@ -295,7 +295,8 @@ def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: Any = N
     Args:
         cfg: the run configuration (``None`` fields take the mode's paper defaults).
         backbone: an already-built Backbone (e.g. a wrapped per-frame image model); default: built from
-            ``cfg.backbone``. In finetuning each configuration starts from a copy of it.
+            ``cfg.backbone`` (which otherwise only labels the results, e.g. in ``fourds report``). In
+            finetuning each configuration starts from a copy of it.
         task: a Task object; default ``fourds.tasks.get_task(cfg.task, **cfg.task_overrides)``.
         datasets: ``{"train": ..., "eval": ...}`` map-style datasets of samples, replacing
             ``task.dataset(cfg.train_split / cfg.eval_split)`` (real data sets).
@@ -306,7 +307,6 @@ def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: Any = N
         from fourds.tasks import get_task
 
         task = get_task(cfg.task, **cfg.task_overrides)
-    spec_name = cfg.backbone if backbone is None else f"<{type(backbone).__name__}>"
     if backbone is None:
         backbone = resolve_backbone(cfg.backbone, cfg.backbone_overrides, cfg.seed, clip_size(task))
     backbone = backbone.to(info.device)
@@ -323,12 +323,13 @@ def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: Any = N
     chosen = select(task, configs)
     results = {
         "task": task.name,
-        "backbone": spec_name,
+        "backbone": cfg.backbone,
         "backbone_params": count_params(backbone),
         "backbone_layers": int(backbone.num_layers),
         "mode": "finetune" if cfg.finetune else "frozen",
         "primary_metric": key,
         "direction": primary.direction,
+        "primary_units": primary.units,
         "select_on": cfg.select_on,
         "selection": ("chosen on a held-out {:.0%} of the training split ({} samples), reported on the {!r} split"
                       .format(cfg.holdout_fraction, len(data.val_idx or []), cfg.eval_split)

@@ -31,9 +31,9 @@ class ProbeConfig:
     Attributes:
         backbone: a registered model name (random init), a fourds model folder, or an adapter spec
             (e.g. ``hf:...``) when adapters are installed.
-        backbone_overrides: architecture overrides for a registered name, e.g. ``{"depth": 2}``.
+        backbone_overrides: architecture overrides for a registered name (``--backbone-overrides depth=2``).
         task: task name (``fourds.tasks.list_tasks()``).
-        task_overrides: task keyword overrides, e.g. ``{"num_frames": 8}``.
+        task_overrides: task keyword overrides (``--task-overrides num_frames=8``).
         data_kwargs: keyword arguments of ``task.dataset(split, ...)`` (synthetic tasks: sizes).
         out: run directory (config, logs, checkpoints, readouts, results.json).
         finetune: train the backbone too (one run per learning rate x weight decay).
