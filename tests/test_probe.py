@@ -141,3 +141,18 @@ def test_select_on_eval_and_config_errors(tmp_path):
         run_probe(cfg(tmp_path, select_on="eval", steps=2), task=ToyTask())
     with pytest.raises(ValueError, match="layer index 7 out of range"):
         run_probe(cfg(tmp_path, "y", layers=[7]), task=ToyTask())
+
+
+def test_two_ranks_train_the_same_readouts_as_one_process(tmp_path):
+    args = ['backbone_overrides={"depth": 2, "dim": 32, "num_heads": 2, "mlp_dim": 64}', "steps=3", "batch_size=4",
+            "warmup_steps=1", "lrs=[0.001, 0.003]", "layers=[1, 2]", "save_every=3", "tensorboard=false"]
+    run_script(tmp_path / "ddp", args, launcher=("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"))
+    run_script(tmp_path / "one", args)
+    a, b = head_weights(tmp_path / "one"), head_weights(tmp_path / "ddp")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+    ra, rb = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "ddp"))
+    assert rb["config"]["world_size"] == 2
+    for x, y in zip(ra["configs"], rb["configs"]):  # evaluation gathered over both ranks' shards
+        assert x["test"]["num_samples"] == y["test"]["num_samples"] == 4
+        assert x["test"]["toy_mse"] == pytest.approx(y["test"]["toy_mse"], rel=1e-4)
