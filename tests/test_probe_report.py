@@ -50,3 +50,24 @@ def test_report_names_a_folder_without_results(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="no results.json under"):
         from fourds.train.probe_report import write_report
         write_report([tmp_path / "empty"], tmp_path / "r")
+
+
+def test_probe_command_parses_sweeps_and_prints_the_choice(tmp_path, monkeypatch, capsys):
+    seen = {}
+
+    def fake_run_probe(cfg):
+        seen["cfg"] = cfg
+        return {"primary_metric": "m", "chosen": "b", "configs": [
+            {"name": "a", "val": {"m": 1.0}, "test": {"m": 2.0}, "diverged": False},
+            {"name": "b", "val": {"m": 0.5}, "test": {"m": 0.7}, "diverged": False}]}
+
+    monkeypatch.setattr("fourds.train.probe.run_probe", fake_run_probe)
+    code = main(["probe", "--backbone", "4ds-tiny", "--task", "synth_depth", "--lrs", "1e-4,3e-4", "1e-3",
+                 "--layers", "0.5", "-1", "--finetune", "--backbone-overrides", "depth=2", "--out", str(tmp_path)])
+    assert code == 0
+    cfg = seen["cfg"]
+    assert cfg.lrs == [1e-4, 3e-4, 1e-3] and cfg.layers == [0.5, -1] and cfg.finetune
+    assert cfg.backbone_overrides == {"depth": 2} and cfg.weight_decays is None
+    assert "* b" in capsys.readouterr().out
+    assert main(["probe", "--lrs", "fast", "--out", str(tmp_path)]) == 1
+    assert "--lrs ['fast']: expected numbers" in capsys.readouterr().err

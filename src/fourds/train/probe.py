@@ -64,6 +64,11 @@ class ProbeData:
 
     def __init__(self, task: Any, cfg: ProbeConfig, datasets: dict[str, Any] | None = None) -> None:
         datasets = datasets or {}
+        if not hasattr(task, "dataset") and not {"train", "eval"} <= set(datasets):
+            raise ValueError(
+                f"task {task.name!r} has no built-in data (only synthetic tasks do); pass "
+                "run_probe(..., datasets={'train': ..., 'eval': ...}) with map-style datasets of samples"
+            )
         self.train_set = datasets["train"] if "train" in datasets else task.dataset(cfg.train_split, **cfg.data_kwargs)
         self.eval_set = datasets["eval"] if "eval" in datasets else task.dataset(cfg.eval_split, **cfg.data_kwargs)
         n_train, n_eval = len(self.train_set), len(self.eval_set)
@@ -87,8 +92,6 @@ def _autocast(info: DistInfo, cfg: ProbeConfig) -> contextlib.AbstractContextMan
     if bf16 and info.device.type == "cpu":
         log.warning("bf16 on CPU is 10-100x slower than fp32 here; use --precision fp32 on CPU")
     return torch.autocast(info.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
-
 
 
 class _Features:
@@ -162,7 +165,8 @@ def _frozen(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, da
     return results, predictor
 
 
-def _use_cache(cfg, info, task, backbone, data, features, batch_size, collate, eval_clips, val_clips):  # noqa: ANN001, ANN202
+def _use_cache(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, data: ProbeData, features: _Features,
+               batch_size: int, collate: Callable, eval_clips: Callable, val_clips: Callable) -> tuple:
     """Fill the feature cache where needed; returns the cached sources (train load/transform, clips)."""
     check_deterministic(task, data.train_set[data.train_idx[0]])
     cache = FeatureCache(cfg.feature_cache, {
