@@ -20,6 +20,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fourds.cli.extract_cmd",
     "fourds.cli.depth_cmd",
     "fourds.cli.data_cmd",
+    "fourds.cli.probe_cmd",
+    "fourds.cli.report_cmd",
 )
 
 

@@ -1,0 +1,170 @@
+"""Sweep cost of the frozen probe: K = 6 readouts on one backbone pass vs K = 1, 4DS-B at 16x224x224.
+
+Runs the real probe loop (:func:`fourds.train.probe.run_probe`, frozen, on random clips) and reads the
+per-step times it logs (``metrics.jsonl``, ``step_time_s``), skipping the first (warm-up) step. K = 6 is
+3 learning rates x 2 layers (0.75 and 0.95 depth), so the backbone runs to the same depth as K = 1
+(layer 0.95). Two readouts from the paper's Table 6, built at 4DS-B's width:
+
+- ``ssv2``: the single-query classification readout (768 channels, 12 heads, 1 learned query, 174
+  classes); goal: K = 6 costs at most 1.5x K = 1 (the backbone dominates);
+- ``depth``: the dense ScanNet readout (1024 channels, 16 heads, one learned query per 2x8x8 patch =
+  6272 queries, 128 outputs each); reported: the heads dominate there, so the ratio approaches K.
+
+The backbone's share is measured by timing its ``features`` calls inside the loop. On a shared CPU the
+absolute figures are noisy; the ratio is the point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fourds.models import create
+from fourds.readouts import AttentionReadout
+from fourds.train.probe import run_probe
+from fourds.train.probe_config import ProbeConfig
+
+CLIP = (16, 224, 224)
+
+
+class _Readout(nn.Module):
+    def __init__(self, kind: str, dim: int, grid: tuple[int, int, int]) -> None:
+        super().__init__()
+        if kind == "ssv2":
+            self.net = AttentionReadout(dim, 768, 12, 174, num_queries=1, steps=16)
+        else:
+            self.net = AttentionReadout(dim, 1024, 16, 128, num_queries=CLIP[0] // 2 * (CLIP[1] // 8) * (CLIP[2] // 8), steps=16)
+        self.kind = kind
+
+    def forward(self, features: Tensor, batch: dict) -> Tensor:
+        out = self.net(features)
+        return out[:, 0] if self.kind == "ssv2" else out
+
+
+class _Clips:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        g = torch.Generator().manual_seed(i)
+        return {"video": torch.randint(0, 256, (*CLIP, 3), dtype=torch.uint8, generator=g),
+                "label": torch.tensor(i % 174)}
+
+
+class BenchTask:
+    """Random clips with a classification (ssv2) or dense regression (depth) readout of Table 6's shape."""
+
+    layer_fraction = 0.95
+    num_frames, frame_stride, input_size, readout_steps = CLIP[0], 2, CLIP[1:], 16
+    primary_metric = "loss"
+
+    def __init__(self, kind: str) -> None:
+        from fourds.metrics import MetricSpec
+
+        self.kind, self.name = kind, f"bench_{kind}"
+        self.metric_specs = {"loss": MetricSpec("loss", "lower", "mean")}
+
+    def dataset(self, split: str, **kw) -> _Clips:
+        return _Clips(4)
+
+    def build_readout(self, dim: int, grid: tuple[int, int, int]) -> nn.Module:
+        return _Readout(self.kind, dim, grid)
+
+    def loss(self, outputs: Tensor, batch: dict) -> Tensor:
+        if self.kind == "ssv2":
+            return F.cross_entropy(outputs, batch["label"])
+        return outputs.pow(2).mean()
+
+    def metrics(self, outputs: Tensor, batch: dict) -> dict[str, Tensor]:
+        if self.kind == "ssv2":
+            return {"loss": F.cross_entropy(outputs, batch["label"], reduction="none")}
+        return {"loss": outputs.pow(2).flatten(1).mean(1)}
+
+    def train_transform(self, sample: dict, generator: torch.Generator) -> dict:
+        return sample
+
+    def eval_transform(self, sample: dict) -> dict:
+        return sample
+
+    def evaluate_clips(self, sample: dict) -> list[dict]:
+        return [sample]
+
+
+class _TimedBackbone(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.seconds = inner, []
+        for attr in ("num_layers", "dim", "patch_size", "input_size", "grid"):
+            setattr(self, attr, getattr(inner, attr))
+
+    def token_grid(self, shape):  # noqa: ANN001, ANN201
+        return self.inner.token_grid(shape)
+
+    def features(self, video: Tensor, layers=None):  # noqa: ANN001, ANN201
+        t0 = time.perf_counter()
+        out = self.inner.features(video, layers)
+        self.seconds.append(time.perf_counter() - t0)
+        return out
+
+
+def measure(kind: str, k: int, backbone: nn.Module, steps: int, batch: int) -> dict:
+    lrs, layers = ([1e-4], [0.95]) if k == 1 else ([1e-4, 3e-4, 1e-3], [0.75, 0.95])
+    timed = _TimedBackbone(backbone)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = ProbeConfig(backbone="4ds-b", out=tmp, steps=steps, batch_size=batch, warmup_steps=1, lrs=lrs,
+                          layers=layers, select_on="eval", max_eval_samples=1, eval_batch_size=1, log_every=1,
+                          save_every=10_000, tensorboard=False, device="cpu", precision="fp32")
+        res = run_probe(cfg, backbone=timed, task=BenchTask(kind))
+        times = [json.loads(line)["step_time_s"] for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
+    assert len(res["configs"]) == k and res["backbone_forward_calls"]["train"] == steps
+    step = statistics.median(times[1:])
+    backbone_s = statistics.median(timed.seconds[1:steps])
+    return {"step_s": step, "backbone_s": backbone_s, "heads_s": step - backbone_s,
+            "forward_calls": res["backbone_forward_calls"]["train"], "steps": steps}
+
+
+def run(quick: bool = False) -> dict:
+    """K = 6 vs K = 1 step time for the ssv2 and depth readouts; returns the figures."""
+    torch.manual_seed(0)
+    steps = 3 if quick else 4
+    batch = 1 if quick else 2
+    backbone = create("4ds-b", input_size=CLIP).eval()
+    out: dict = {"device": "cpu", "threads": torch.get_num_threads(), "batch": batch, "steps": steps}
+    for kind in ("ssv2", "depth"):
+        one = measure(kind, 1, backbone, steps, batch)
+        six = measure(kind, 6, backbone, steps, batch)
+        out[kind] = {"k1": one, "k6": six, "ratio": six["step_s"] / one["step_s"]}
+    out["ssv2_goal_met"] = out["ssv2"]["ratio"] <= 1.5
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="batch 1, 3 steps (2 timed)")
+    args = parser.parse_args()
+    r = run(quick=args.quick)
+    print(f"4DS-B frozen probe, {CLIP[0]}x{CLIP[1]}x{CLIP[2]}, batch {r['batch']}, {r['threads']} CPU thread(s); "
+          f"median step time after a warm-up step")
+    print(f"{'readout':<8} {'K':>2} {'step s':>8} {'backbone s':>11} {'heads s':>8} {'fwd calls':>10}")
+    for kind in ("ssv2", "depth"):
+        for k in ("k1", "k6"):
+            m = r[kind][k]
+            print(f"{kind:<8} {k[1:]:>2} {m['step_s']:8.2f} {m['backbone_s']:11.2f} {m['heads_s']:8.2f} "
+                  f"{m['forward_calls']:>6}/{m['steps']}")
+        print(f"{kind:<8} K=6 / K=1 = {r[kind]['ratio']:.2f}x" + ("  (goal <= 1.5x: "
+              + ("met)" if r["ssv2_goal_met"] else "NOT met)") if kind == "ssv2" else "  (reported)"))
+
+
+if __name__ == "__main__":
+    main()

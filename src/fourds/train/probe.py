@@ -1,0 +1,362 @@
+"""The evaluation protocol: frozen readout sweeps in one backbone pass per batch, and finetuning.
+
+Frozen (default): the backbone runs once per batch under ``torch.no_grad()`` in eval mode and returns
+every layer the sweep reads; K readouts (learning rate x layer x weight decay) train on those features
+side by side. One AdamW holds K parameter groups (each head's own lr and weight decay); one backward
+runs on the sum of the K losses, which is exact because the heads share no parameter and the features
+carry no gradient; gradient clipping, non-finite checks and divergence are per head. Every head thus
+ends exactly where it would have trained alone with the same seed and data.
+
+Finetuned (``finetune=True``): one run per (learning rate, weight decay), backbone and readout trained
+together, the backbone at ``backbone_lr_scale`` x the readout's rate and its forward stopping at the
+readout layer (the blocks after it are frozen, so no trainable parameter goes unused).
+
+Selection: each configuration is evaluated on a validation split (a held-out slice of the training set
+by default, the evaluation split with ``select_on="eval"``, the paper's practice) and on the evaluation
+split; the best on validation by the task's primary metric is the chosen one. Runs resume exactly
+after SIGKILL (the pretraining loop's checkpoint machinery; data and augmentation are pure functions of
+the step). ``results.json`` holds every configuration's metrics, the chosen one and the resolved config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from fourds.data import to_float
+from fourds.data.pretrain import StepBatchSampler
+from fourds.models.io import register_kind, save_model, save_weights_atomic, write_json_atomic, load_state_into
+from fourds.train.distributed import DistInfo, barrier, init_distributed, wrap_ddp
+from fourds.train.feature_cache import FeatureCache, check_deterministic, feature_key
+from fourds.train.optim import build_adamw, param_groups
+from fourds.train.probe_config import ProbeConfig
+from fourds.train.probe_data import TrainDraws, collate_fn, holdout_split, make_loader, task_clips
+from fourds.train.probe_heads import (
+    FinetuneModel,
+    HeadSpec,
+    ReadoutBank,
+    count_params,
+    default_layers,
+    fingerprint,
+    freeze_after,
+    head_specs,
+    resolve_backbone,
+    token_grid,
+)
+from fourds.train.probe_loop import HeadTrainer, eval_loader, evaluate, head_groups, select
+from fourds.train.probe_metrics import primary_spec
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------ set-up
+class ProbeData:
+    """The datasets and index lists of a run: training indices, validation and evaluation clips."""
+
+    def __init__(self, task: Any, cfg: ProbeConfig, datasets: dict[str, Any] | None = None) -> None:
+        datasets = datasets or {}
+        if not hasattr(task, "dataset") and not {"train", "eval"} <= set(datasets):
+            raise ValueError(
+                f"task {task.name!r} has no built-in data (only synthetic tasks do); pass "
+                "run_probe(..., datasets={'train': ..., 'eval': ...}) with map-style datasets of samples"
+            )
+        self.train_set = datasets["train"] if "train" in datasets else task.dataset(cfg.train_split, **cfg.data_kwargs)
+        self.eval_set = datasets["eval"] if "eval" in datasets else task.dataset(cfg.eval_split, **cfg.data_kwargs)
+        n_train, n_eval = len(self.train_set), len(self.eval_set)
+        if n_eval == 0:
+            raise ValueError(f"the evaluation split {cfg.eval_split!r} of task {task.name!r} is empty")
+        if cfg.select_on == "train-holdout":
+            self.train_idx, val = holdout_split(n_train, cfg.holdout_fraction, cfg.seed)
+        else:
+            self.train_idx, val = list(range(n_train)), None
+        cap = cfg.max_eval_samples
+        self.eval_idx = list(range(n_eval))[:cap]
+        self.val_idx = None if val is None else val[:cap]
+
+
+def clip_size(task: Any) -> tuple[int, int, int]:
+    return (int(task.num_frames), *(int(s) for s in task.input_size))  # type: ignore[return-value]
+
+
+def _autocast(info: DistInfo, cfg: ProbeConfig) -> contextlib.AbstractContextManager:
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and info.device.type == "cuda")
+    if bf16 and info.device.type == "cpu":
+        log.warning("bf16 on CPU is 10-100x slower than fp32 here; use --precision fp32 on CPU")
+    return torch.autocast(info.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+class _Features:
+    """Frozen features of a batch: from the cache keys when present, else one backbone pass (counted)."""
+
+    def __init__(self, backbone: nn.Module, layers: list[int], autocast: contextlib.AbstractContextManager,
+                 counter: dict[str, int]) -> None:
+        self.backbone, self.layers, self.autocast, self.counter = backbone, layers, autocast, counter
+        self.phase = "train"
+
+    def __call__(self, batch: dict[str, Any]) -> dict[int, Tensor]:
+        if feature_key(self.layers[0]) in batch:
+            return {layer: batch.pop(feature_key(layer)).float() for layer in self.layers}
+        video = to_float(batch["video"])
+        with torch.no_grad(), self.autocast:
+            feats = self.backbone.features(video, layers=self.layers)
+        self.counter[self.phase] += 1
+        return {layer: f.float() for layer, f in zip(self.layers, feats)}
+
+
+def _frozen(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, data: ProbeData, out: Path,
+            counter: dict[str, int]) -> tuple[list[dict[str, Any]], Callable[[int], Callable]]:
+    """Train and evaluate the K-readout sweep; returns per-config results and ``k → predict(batch)``."""
+    grid = token_grid(backbone, clip_size(task))
+    specs = head_specs(cfg.layers, cfg.lrs, cfg.weight_decays, backbone.num_layers)
+    bank = ReadoutBank(task, specs, backbone.dim, grid, cfg.seed).to(info.device)
+    backbone.eval().requires_grad_(False)
+    features = _Features(backbone, bank.layers, _autocast(info, cfg), counter)
+    collate = collate_fn()
+    eval_batch = cfg.eval_batch_size or max(1, cfg.batch_size // info.world_size)
+
+    train_load: Callable[[int], dict] = data.train_set.__getitem__
+    train_transform: Callable | None = task.train_transform
+    eval_clips, val_clips = task_clips(task, data.eval_set), task_clips(task, data.train_set)
+    if cfg.feature_cache:
+        train_load, train_transform, eval_clips, val_clips = _use_cache(
+            cfg, info, task, backbone, data, features, eval_batch, collate, eval_clips, val_clips)
+
+    optimizer = build_adamw(head_groups(list(bank.heads), specs), cfg.lrs[0], (cfg.beta1, cfg.beta2), info.device)
+    wrapped = wrap_ddp(bank, info) if info.distributed else bank
+    trainer = HeadTrainer(cfg, info, task, out, bank, wrapped, optimizer, counter, desc=f"probe {task.name} x{len(specs)}")
+
+    def loader_for(start: int) -> Any:
+        draws = TrainDraws(train_load, data.train_idx, train_transform, cfg.seed)
+        sampler = StepBatchSampler(start, cfg.steps, cfg.batch_size, info.rank, info.world_size)
+        return make_loader(draws, sampler, collate, cfg.num_workers, info.device.type == "cuda")
+
+    if info.is_main:
+        log.info("frozen probe on %s: %d readouts (layers %s x lrs %s x wd %s) on one backbone pass per batch; "
+                 "global batch %d on %d process(es), %d steps, warm-up %d", task.name, len(specs), bank.layers,
+                 cfg.lrs, cfg.weight_decays, cfg.batch_size, info.world_size, cfg.steps, cfg.warmup_steps)
+    features.phase = "train"
+    trainer.fit(loader_for, lambda batch: wrapped(features(batch), batch))
+
+    bank.eval()
+    features.phase = "eval"
+    outputs_of = lambda batch: bank(features(batch), batch)  # noqa: E731
+    test = evaluate(task, outputs_of, eval_loader(eval_clips, data.eval_idx, eval_batch, info, cfg.num_workers), len(specs), info)
+    val = test if data.val_idx is None else evaluate(
+        task, outputs_of, eval_loader(val_clips, data.val_idx, eval_batch, info, cfg.num_workers), len(specs), info)
+    if info.is_main:
+        for spec, head in zip(specs, bank.heads):
+            save_head(head, out / "heads" / spec.name, task.name, spec, backbone.dim, grid)
+    results = [{**spec.to_dict(), "val": v, "test": t, "diverged": d}
+               for spec, v, t, d in zip(specs, val, test, trainer.diverged)]
+
+    def predictor(k: int) -> Callable:
+        features.phase = "eval"
+        layer = specs[k].layer
+        return lambda batch: bank.heads[k](features(batch)[layer], batch)
+    return results, predictor
+
+
+def _use_cache(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, data: ProbeData, features: _Features,
+               batch_size: int, collate: Callable, eval_clips: Callable, val_clips: Callable) -> tuple:
+    """Fill the feature cache where needed; returns the cached sources (train load/transform, clips)."""
+    check_deterministic(task, data.train_set[data.train_idx[0]])
+    cache = FeatureCache(cfg.feature_cache, {
+        "backbone": fingerprint(backbone), "task": task.name, "task_overrides": cfg.task_overrides,
+        "data_kwargs": cfg.data_kwargs, "layers": features.layers, "train_split": cfg.train_split,
+        "eval_split": cfg.eval_split, "precision": type(features.autocast).__name__,
+    })
+    fixed = lambda i: [task.train_transform(data.train_set[i], torch.Generator().manual_seed(0))]  # noqa: E731
+    views = [("train", fixed, data.train_idx), ("eval", eval_clips, data.eval_idx)]
+    if data.val_idx is not None:
+        views.append(("train-eval", val_clips, data.val_idx))
+    features.phase = "cache"
+    for view, load, indices in views:
+        if not cache.complete(view):
+            n = cache.build(view, load, indices, features, info, batch_size, collate)
+            log.info("feature cache: wrote %s (%d samples, %d backbone batches) under %s", view, len(indices), n, cache.dir)
+    log.info("feature cache %s: training and evaluation skip the backbone", cache.dir)
+    return cache.load_first("train"), None, cache.load_clips("eval"), cache.load_clips("train-eval")
+
+
+def save_head(head: nn.Module, folder: Path, task_name: str, spec: HeadSpec, dim: int, grid: tuple) -> None:
+    """A readout folder: ``config.json`` (kind ``probe_readout``: task, width, grid, layer, lr, wd) +
+    ``model.safetensors``; :func:`fourds.models.load_module` rebuilds it through the task registry."""
+    save_weights_atomic(head.state_dict(), folder / "model.safetensors")
+    write_json_atomic(folder / "config.json", {"kind": "probe_readout", "task": task_name, "dim": dim,
+                                               "grid": list(grid), **spec.to_dict()})
+
+
+def _load_head(folder: Path, config: dict[str, Any]) -> nn.Module:
+    from fourds.tasks import get_task
+
+    head = get_task(config["task"]).build_readout(config["dim"], tuple(config["grid"]))
+    return load_state_into(head, folder / "model.safetensors")
+
+
+register_kind("probe_readout", _load_head)
+
+
+# ------------------------------------------------------------------------------------------ finetuned
+def _finetune(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, data: ProbeData, out: Path,
+              counter: dict[str, int]) -> tuple[list[dict[str, Any]], Callable[[int], Callable]]:
+    """One run per (lr, weight decay) under ``out/runs/<name>``; returns results and a predictor."""
+    size = clip_size(task)
+    grid = token_grid(backbone, size)
+    specs = head_specs(cfg.layers, cfg.lrs, cfg.weight_decays, backbone.num_layers)
+    pristine = copy.deepcopy(backbone).cpu()
+    collate = collate_fn()
+    eval_batch = cfg.eval_batch_size or max(1, cfg.batch_size // info.world_size)
+    autocast = _autocast(info, cfg)
+    results: list[dict[str, Any]] = []
+    models: dict[int, nn.Module] = {}
+    for k, spec in enumerate(specs):
+        run = out / "runs" / spec.name
+        done = run / "result.json"
+        if cfg.resume and done.is_file():
+            results.append(json.loads(done.read_text()))
+            log.info("finetune %s already finished; kept its results", spec.name)
+            continue
+        model_backbone = copy.deepcopy(pristine)
+        frozen = freeze_after(model_backbone, spec.layer)
+        core = FinetuneModel(model_backbone, task, spec, grid, cfg.seed).to(info.device)
+        bb_groups = param_groups(model_backbone, spec.weight_decay, getattr(model_backbone, "no_weight_decay", set)(),
+                                 lr_scale=cfg.backbone_lr_scale)
+        groups = head_groups(list(core.heads), [spec]) + [{**g, "peak_lr": spec.lr, "head": -1} for g in bb_groups]
+        optimizer = build_adamw(groups, spec.lr, (cfg.beta1, cfg.beta2), info.device)
+        wrapped = wrap_ddp(core, info) if info.distributed else core
+        run_counter = {"train": 0, "eval": 0, "cache": 0}
+        trainer = HeadTrainer(cfg, info, task, run, core, wrapped, optimizer, run_counter,
+                              desc=f"finetune {task.name} {spec.name}")
+        if info.is_main:
+            log.info("finetuning %s (%d/%d): readout lr %g, backbone lr x%g, wd %g, layer %d of %d (%d parameters "
+                     "after it frozen), %d steps, warm-up %d", spec.name, k + 1, len(specs), spec.lr,
+                     cfg.backbone_lr_scale, spec.weight_decay, spec.layer, backbone.num_layers, frozen, cfg.steps,
+                     cfg.warmup_steps)
+
+        def loader_for(start: int) -> Any:
+            draws = TrainDraws(data.train_set.__getitem__, data.train_idx, task.train_transform, cfg.seed)
+            sampler = StepBatchSampler(start, cfg.steps, cfg.batch_size, info.rank, info.world_size)
+            return make_loader(draws, sampler, collate, cfg.num_workers, info.device.type == "cuda")
+
+        def step_outputs(batch: dict, wrapped=wrapped, run_counter=run_counter) -> list[Any]:  # noqa: ANN001
+            run_counter["train"] += 1
+            with autocast:
+                return wrapped(to_float(batch["video"]), batch)
+
+        trainer.fit(loader_for, step_outputs)
+        core.eval()
+
+        def outputs_of(batch: dict, core=core, run_counter=run_counter) -> list[Any]:  # noqa: ANN001
+            run_counter["eval"] += 1
+            with autocast:
+                return core(to_float(batch["video"]), batch)
+
+        (test,) = evaluate(task, outputs_of, eval_loader(task_clips(task, data.eval_set), data.eval_idx, eval_batch,
+                                                         info, cfg.num_workers), 1, info)
+        val = test if data.val_idx is None else evaluate(
+            task, outputs_of, eval_loader(task_clips(task, data.train_set), data.val_idx, eval_batch, info,
+                                          cfg.num_workers), 1, info)[0]
+        result = {**spec.to_dict(), "val": val, "test": test, "diverged": trainer.diverged[0],
+                  "backbone_forward_calls": dict(run_counter)}
+        if info.is_main:
+            save_model(model_backbone, run / "model", extra={"finetune": {"task": task.name, **spec.to_dict()}})
+            save_head(core.heads[0], run / "heads" / spec.name, task.name, spec, backbone.dim, grid)
+            write_json_atomic(done, result)
+        for key in ("train", "eval"):
+            counter[key] += run_counter[key]
+        results.append(result)
+        models[k] = core
+        barrier()
+
+    def predictor(k: int) -> Callable:
+        core = models.get(k)
+        if core is None:  # finished in an earlier process: rebuild from its folders
+            spec = specs[k]
+            from fourds.models import load
+
+            bb = load(out / "runs" / spec.name / "model").to(info.device)
+            core = FinetuneModel(bb, task, spec, grid, cfg.seed).to(info.device).eval()
+            load_state_into(core.heads[0], out / "runs" / spec.name / "heads" / spec.name / "model.safetensors")
+        return lambda batch: core(to_float(batch["video"]), batch)[0]
+    return results, predictor
+
+
+# ------------------------------------------------------------------------------------------ entry point
+def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: Any = None,
+              datasets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run (or resume) a probe: the frozen sweep, or the finetuning runs; returns the results dict
+    (also written to ``<out>/results.json`` by rank 0).
+
+    Args:
+        cfg: the run configuration (``None`` fields take the mode's paper defaults).
+        backbone: an already-built Backbone (e.g. a wrapped per-frame image model); default: built from
+            ``cfg.backbone`` (which otherwise only labels the results, e.g. in ``fourds report``). In
+            finetuning each configuration starts from a copy of it.
+        task: a Task object; default ``fourds.tasks.get_task(cfg.task, **cfg.task_overrides)``.
+        datasets: ``{"train": ..., "eval": ...}`` map-style datasets of samples, replacing
+            ``task.dataset(cfg.train_split / cfg.eval_split)`` (real data sets).
+    """
+    cfg = cfg.resolved()
+    info = init_distributed(cfg.device)
+    if task is None:
+        from fourds.tasks import get_task
+
+        task = get_task(cfg.task, **cfg.task_overrides)
+    if backbone is None:
+        backbone = resolve_backbone(cfg.backbone, cfg.backbone_overrides, cfg.seed, clip_size(task))
+    backbone = backbone.to(info.device)
+    if cfg.layers is None:
+        cfg.layers = default_layers(task, cfg.finetune)
+    primary, key = primary_spec(task)
+    out = Path(cfg.out)
+    data = ProbeData(task, cfg, datasets)
+    if info.is_main:
+        write_json_atomic(out / "config.json", {**cfg.to_dict(), "world_size": info.world_size})
+    counter = {"train": 0, "eval": 0, "cache": 0}
+    run = _finetune if cfg.finetune else _frozen
+    configs, predictor = run(cfg, info, task, backbone, data, out, counter)
+    chosen = select(task, configs)
+    results = {
+        "task": task.name,
+        "backbone": cfg.backbone,
+        "backbone_params": count_params(backbone),
+        "backbone_layers": int(backbone.num_layers),
+        "mode": "finetune" if cfg.finetune else "frozen",
+        "primary_metric": key,
+        "direction": primary.direction,
+        "primary_units": primary.units,
+        "select_on": cfg.select_on,
+        "selection": ("chosen on a held-out {:.0%} of the training split ({} samples), reported on the {!r} split"
+                      .format(cfg.holdout_fraction, len(data.val_idx or []), cfg.eval_split)
+                      if cfg.select_on == "train-holdout" else
+                      f"chosen and reported on the {cfg.eval_split!r} split (the paper's practice; optimistic)"),
+        "configs": configs,
+        "chosen": None if chosen is None else configs[chosen]["name"],
+        "chosen_index": chosen,
+        "test": None if chosen is None else configs[chosen]["test"],
+        "backbone_forward_calls": dict(counter),
+        "train_steps": cfg.steps,
+        "config": {**cfg.to_dict(), "world_size": info.world_size},
+    }
+    if info.is_main:
+        write_json_atomic(out / "results.json", results)
+        if cfg.visualize and chosen is not None:
+            from fourds.train.probe_visualize import visualize
+
+            paths = visualize(task, predictor(chosen), data.eval_set, data.eval_idx[: cfg.visualize],
+                              out / "visualizations", info.device)
+            log.info("wrote %d qualitative figures to %s", len(paths), out / "visualizations")
+        if chosen is not None:
+            log.info("chosen %s: %s = %.4g on %s (val %.4g)", configs[chosen]["name"], key,
+                     configs[chosen]["test"].get(key, math.nan), cfg.eval_split, configs[chosen]["val"].get(key, math.nan))
+    barrier()
+    return results

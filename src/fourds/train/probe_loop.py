@@ -1,0 +1,229 @@
+"""The probe's training loop and evaluation, shared by the frozen sweep and the finetuned runs.
+
+K heads (one when finetuning), one AdamW with K parameter groups tagged by head, one backward on the
+sum of the K losses (exact: the heads are disjoint and frozen features carry no gradient), per-head
+gradient clipping and per-head divergence (a head whose loss or gradient goes non-finite stops
+training; the others continue). Checkpoints, resume, SIGTERM and the ``FOURDS_FAULT_AT_STEP`` SIGKILL
+hook are the pretraining loop's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fourds.train.checkpoint import Checkpointer
+from fourds.train.distributed import DistInfo, all_reduce_mean
+from fourds.train.logger import RunLogger
+from fourds.train.optim import param_groups, warmup_cosine
+from fourds.train.pretrain import FAULT_ENV, NonFiniteLossError, _StopFlag
+from fourds.train.probe_config import ProbeConfig
+from fourds.train.probe_data import (
+    EvalClips,
+    ShardSampler,
+    collate_clips,
+    collate_fn,
+    first_clip_batch,
+    make_loader,
+    merge_clip_outputs,
+    to_device,
+    tree_map,
+)
+from fourds.train.probe_heads import HeadSpec
+from fourds.train.probe_metrics import MetricAccumulator, primary_spec
+
+log = logging.getLogger(__name__)
+
+
+class StopRequested(RuntimeError):
+    """SIGTERM/SIGINT: the run checkpointed and stopped; continue it with ``--resume``."""
+
+
+def float_outputs(outputs: Any) -> Any:
+    """Losses and metrics in float32 (outputs may be bf16 under autocast)."""
+    return tree_map(lambda t: t.float() if t.is_floating_point() else t, outputs)
+
+
+def head_groups(heads: list[nn.Module], specs: list[HeadSpec]) -> list[dict]:
+    """AdamW groups per head (decayed, and non-decayed if the head declares ``no_weight_decay()``),
+    tagged with the head index and its peak learning rate."""
+    groups = []
+    for k, (head, spec) in enumerate(zip(heads, specs)):
+        no_decay = head.no_weight_decay() if hasattr(head, "no_weight_decay") else set()
+        for g in param_groups(head, spec.weight_decay, no_decay):
+            groups.append({**g, "peak_lr": spec.lr, "head": k})
+    return groups
+
+
+class HeadTrainer:
+    """Trains ``core.heads`` (and any other trainable parameter of ``core``) for ``cfg.steps`` steps.
+
+    Args:
+        cfg: the resolved probe config.
+        info: where this process runs.
+        task: the task (its ``loss``).
+        out: the run folder (checkpoints, metrics.jsonl, tb/).
+        core: the module whose state is checkpointed; has ``heads`` (ModuleList) and ``specs``.
+        wrapped: ``core`` or its DDP wrapper (what ``step_outputs`` calls).
+        optimizer: AdamW whose groups carry ``peak_lr``, ``lr_scale`` and ``head`` (-1: not a head).
+        counter: backbone forward counts, saved with the checkpoint and restored on resume.
+        desc: progress-bar label.
+    """
+
+    def __init__(self, cfg: ProbeConfig, info: DistInfo, task: Any, out: Path, core: nn.Module,
+                 wrapped: nn.Module, optimizer: torch.optim.Optimizer, counter: dict[str, int], desc: str) -> None:
+        self.cfg, self.info, self.task, self.out = cfg, info, task, out
+        self.core, self.wrapped, self.optimizer, self.counter, self.desc = core, wrapped, optimizer, counter, desc
+        self.specs: list[HeadSpec] = list(core.specs)
+        self.ckpt = Checkpointer(out / "checkpoints", info, keep=cfg.keep_checkpoints)
+        self.diverged = [False] * len(self.specs)
+
+    def resume(self) -> int:
+        latest = self.ckpt.latest()
+        if latest is not None and not self.cfg.resume:
+            raise ValueError(
+                f"--out {self.out} already holds checkpoints ({latest.name}); pass --resume to continue "
+                "that run, or choose a new --out"
+            )
+        if latest is None:
+            return 0
+        state = self.ckpt.load(latest, self.core, self.optimizer)
+        self.diverged = [bool(d) for d in state["diverged"]]
+        self.counter.update({k: int(v) for k, v in state["counter"].items()})
+        log.info("resumed %s from %s at step %d", self.desc, latest, int(state["step"]))
+        return int(state["step"])
+
+    def set_lrs(self, step: int) -> None:
+        cfg = self.cfg
+        for group in self.optimizer.param_groups:
+            peak = warmup_cosine(step, cfg.steps, cfg.warmup_steps, group["peak_lr"], cfg.min_lr)
+            group["lr"] = peak * group.get("lr_scale", 1.0)
+
+    def save(self, step: int) -> Path:
+        state = {"config": self.cfg.to_dict(), "diverged": self.diverged, "counter": dict(self.counter)}
+        return self.ckpt.save(step, self.core, self.optimizer, state)
+
+    def fit(self, loader_for: Callable[[int], Any], step_outputs: Callable[[dict], list[Any]]) -> None:
+        """Train from the latest checkpoint (or step 0) to ``cfg.steps``.
+
+        Args:
+            loader_for: ``start_step → iterable`` of this rank's batches for steps ``start..steps-1``.
+            step_outputs: ``batch → [outputs of head k]`` (runs the backbone as the mode needs).
+        """
+        cfg, info = self.cfg, self.info
+        start = self.resume()
+        if start >= cfg.steps:
+            return
+        heads = list(self.core.heads)
+        head_params = [[p for p in h.parameters() if p.requires_grad] for h in heads]
+        in_heads = {id(p) for ps in head_params for p in ps}
+        other = [p for p in self.core.parameters() if p.requires_grad and id(p) not in in_heads]
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        logger = RunLogger(self.out, total=cfg.steps, initial=start, enabled=info.is_main,
+                           tensorboard=cfg.tensorboard, desc=self.desc)
+        fault_step = int(os.environ.get(FAULT_ENV, "-1"))
+        batches = iter(loader_for(start))
+        self.wrapped.train()
+        step = start
+        try:
+            with _StopFlag() as stop:
+                while step < cfg.steps:
+                    if step == fault_step:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    t0 = time.perf_counter()
+                    self.set_lrs(step)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    batch = to_device(next(batches), info.device)
+                    outputs = step_outputs(batch)
+                    losses = [self.task.loss(float_outputs(o), batch) for o in outputs]
+                    # A diverged head keeps a zero-gradient dependence so DDP still sees its parameters used.
+                    total = sum(sum((p * 0).sum() for p in head_params[k]) if self.diverged[k] else losses[k]
+                                for k in range(len(losses)))
+                    total.backward()
+                    loss_values = all_reduce_mean(torch.stack([l.detach().float() for l in losses])).tolist()
+                    # Gradients are already averaged over ranks by DDP, so every rank decides alike.
+                    norms = [float(torch.nn.utils.clip_grad_norm_(ps, max_norm)) if ps else 0.0 for ps in head_params]
+                    other_norm = float(torch.nn.utils.clip_grad_norm_(other, float("inf"))) if other else 0.0
+                    for k, spec in enumerate(self.specs):
+                        finite = math.isfinite(loss_values[k]) and math.isfinite(norms[k]) and math.isfinite(other_norm)
+                        if not finite and not self.diverged[k]:
+                            self.diverged[k] = True
+                            logger.write(f"{spec.name}: non-finite loss ({loss_values[k]}) or gradient norm "
+                                         f"({norms[k]}) at step {step}; this readout stops training")
+                    if all(self.diverged):
+                        last = self.ckpt.latest()
+                        raise NonFiniteLossError(
+                            f"every readout diverged by step {step} (non-finite loss or gradient norm); last "
+                            f"good checkpoint: {last if last else 'none yet'}. Try lower --lrs or --grad-clip 1.0."
+                        )
+                    for k, params in enumerate(head_params):
+                        if self.diverged[k]:
+                            for p in params:
+                                p.grad = None  # AdamW skips parameters without a gradient
+                    self.optimizer.step()
+                    step += 1
+                    logger.advance()
+                    if step % cfg.log_every == 0 or step == cfg.steps:
+                        self._log(logger, step, time.perf_counter() - t0, loss_values, norms, other_norm if other else None)
+                    if step % cfg.save_every == 0 or step == cfg.steps or stop.requested:
+                        logger.write(f"saved {self.save(step)}")
+                    if stop.requested:
+                        raise StopRequested(f"stopped at step {step} on request; continue with --resume")
+        finally:
+            logger.close()
+
+    def _log(self, logger: RunLogger, step: int, dt: float, losses: list[float], norms: list[float],
+             other_norm: float | None) -> None:
+        scalars: dict[str, float] = {"clips_per_s": self.cfg.batch_size / dt, "step_time_s": dt,
+                                     "backbone_forward_calls": float(self.counter.get("train", 0))}
+        groups = self.optimizer.param_groups
+        for k, spec in enumerate(self.specs):
+            lr = next(g["lr"] for g in groups if g["head"] == k)
+            scalars.update({f"{spec.name}/loss": losses[k], f"{spec.name}/lr": lr, f"{spec.name}/grad_norm": norms[k]})
+        if other_norm is not None:
+            scalars["backbone/grad_norm"] = other_norm
+        live = [v for v, d in zip(losses, self.diverged) if not d]
+        logger.log(step, scalars, bar={"loss": f"{min(live):.4f}", "heads": f"{len(live)}/{len(losses)}"})
+
+
+@torch.no_grad()
+def evaluate(task: Any, outputs_of: Callable[[dict], list[Any]], loader: Any, num_heads: int,
+             info: DistInfo) -> list[dict[str, float]]:
+    """Every head's data-set metrics on one split (each rank evaluates its shard; gathered)."""
+    accs = [MetricAccumulator(task) for _ in range(num_heads)]
+    for batch, counts in loader:
+        batch = to_device(batch, info.device)
+        outputs = outputs_of(batch)
+        labels = first_clip_batch(batch, counts)
+        for acc, out in zip(accs, outputs):
+            acc.add(merge_clip_outputs(task, float_outputs(out), counts), labels)
+    return [acc.reduce() for acc in accs]
+
+
+def eval_loader(load_clips: Callable[[int], list[dict]], indices: list[int], batch_size: int, info: DistInfo,
+                num_workers: int) -> Any:
+    """This rank's evaluation batches: ``(clip batch, clips per sample)``."""
+    return make_loader(EvalClips(load_clips, indices), ShardSampler(len(indices), batch_size, info.rank, info.world_size),
+                       collate_clips(collate_fn()), num_workers, info.device.type == "cuda")
+
+
+def select(task: Any, configs: list[dict[str, Any]]) -> int | None:
+    """Index of the best non-diverged configuration on ``val`` by the task's primary metric."""
+    spec, key = primary_spec(task)
+    best = None
+    for k, r in enumerate(configs):
+        value = r["val"].get(key, float("nan"))
+        if r.get("diverged") or not math.isfinite(value):
+            continue
+        if best is None or spec.better(value, configs[best]["val"][key]):
+            best = k
+    return best

@@ -1,0 +1,234 @@
+"""Gather probe ``results.json`` files into the paper's presentations.
+
+- ``results.md`` / ``results.csv``: Table 2 (frozen) and Table 3 (finetuned) shape: backbones as rows
+  (by parameter count), tasks as columns, each headed by its primary metric and direction arrow
+  (↑ higher is better, ↓ lower); fractions (accuracy, Jaccard, IoU) shown as percentages as in the paper.
+- ``layer_depth.png/.svg`` (Fig. 6): for runs that swept several layers, the metric against fractional
+  depth per task, one line per backbone (per layer: the learning rate best on validation, its test value).
+- ``size_scaling.png/.svg`` (Fig. 7): the chosen test metric against backbone parameter count per task,
+  frozen and finetuned.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_PERCENT_UNITS = ("fraction", "iou")
+
+
+def find_results(paths: Iterable[str | Path]) -> list[Path]:
+    """``results.json`` files: each path is such a file, a run folder, or a folder searched recursively."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file() and p.name == "results.json":
+            found.append(p)
+        elif (p / "results.json").is_file():
+            found.append(p / "results.json")
+        elif p.is_dir():
+            found.extend(sorted(p.rglob("results.json")))
+        else:
+            raise FileNotFoundError(f"{p}: no results.json there (give probe run folders, from `fourds probe --out`)")
+    if not found:
+        raise FileNotFoundError(f"no results.json under {', '.join(map(str, paths))}")
+    return list(dict.fromkeys(found))
+
+
+def load_runs(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    runs = []
+    for path in find_results(paths):
+        run = json.loads(path.read_text())
+        run["_path"] = str(path.parent)
+        runs.append(run)
+    return runs
+
+
+def backbone_label(run: dict[str, Any]) -> str:
+    name = str(run.get("backbone", "?"))
+    return Path(name).name if ("/" in name and not name.startswith("hf:")) else name
+
+
+def _percent(run: dict[str, Any]) -> bool:
+    units = str(run.get("primary_units", "")).lower()
+    return any(u in units for u in _PERCENT_UNITS)
+
+
+def _display(run: dict[str, Any], value: float) -> float:
+    return 100.0 * value if _percent(run) else value
+
+
+def _arrow(run: dict[str, Any]) -> str:
+    return "↑" if run.get("direction") == "higher" else "↓"
+
+
+def _value(run: dict[str, Any]) -> float:
+    test = run.get("test") or {}
+    return float(test.get(run["primary_metric"], math.nan))
+
+
+def table_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One CSV row per run (latest run wins for a repeated backbone x task x mode)."""
+    rows = []
+    for run in runs:
+        rows.append({
+            "mode": run["mode"], "backbone": backbone_label(run), "params_m": run.get("backbone_params", 0) / 1e6,
+            "task": run["task"], "metric": run["primary_metric"], "direction": run.get("direction"),
+            "value": _value(run), "display_value": _display(run, _value(run)), "chosen": run.get("chosen"),
+            "select_on": run.get("select_on"), "steps": run.get("train_steps"), "run": run["_path"],
+        })
+    return rows
+
+
+def markdown_tables(runs: Sequence[dict[str, Any]]) -> str:
+    """Table-2-shaped markdown, one table per mode."""
+    parts = []
+    for mode, title in (("frozen", "Frozen evaluation"), ("finetune", "Finetuned evaluation")):
+        sel = [r for r in runs if r["mode"] == mode]
+        if not sel:
+            continue
+        tasks = list(dict.fromkeys(r["task"] for r in sel))
+        heads = {r["task"]: f"{r['task']} {r['primary_metric']}{' (%)' if _percent(r) else ''} {_arrow(r)}" for r in sel}
+        cells: dict[tuple[str, str], str] = {}
+        params: dict[str, float] = {}
+        for r in sel:
+            label = backbone_label(r)
+            params[label] = r.get("backbone_params", 0) / 1e6
+            v = _display(r, _value(r))
+            cells[(label, r["task"])] = "—" if math.isnan(v) else f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+        lines = [f"### {title}", "", "| Model | Size (M) | " + " | ".join(heads[t] for t in tasks) + " |",
+                 "|---|---:|" + "---:|" * len(tasks)]
+        for label in sorted(params, key=lambda k: (params[k], k)):
+            lines.append(f"| {label} | {params[label]:.3g} | " + " | ".join(cells.get((label, t), "") for t in tasks) + " |")
+        selections = sorted({r.get("select_on", "?") for r in sel})
+        lines += ["", f"Configuration chosen on: {', '.join(selections)}"
+                  + (" (eval = the paper's practice: chosen and reported on the same split)" if "eval" in selections else "")]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def layer_curves(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """task → backbone → [(depth, test value of the best-on-val config at that depth)] for frozen runs
+    with more than one layer."""
+    curves: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(dict)
+    for run in runs:
+        if run["mode"] != "frozen":
+            continue
+        key = run["primary_metric"]
+        by_depth: dict[float, list[dict]] = defaultdict(list)
+        for c in run["configs"]:
+            if not c.get("diverged"):
+                by_depth[float(c["depth"])].append(c)
+        if len(by_depth) < 2:
+            continue
+        higher = run.get("direction") == "higher"
+        points = []
+        for depth in sorted(by_depth):
+            cands = [c for c in by_depth[depth] if math.isfinite(c["val"].get(key, math.nan))]
+            if not cands:
+                continue
+            best = cands[0]
+            for c in cands[1:]:
+                if (c["val"][key] > best["val"][key]) if higher else (c["val"][key] < best["val"][key]):
+                    best = c
+            points.append((depth, _display(run, float(best["test"].get(key, math.nan)))))
+        curves[run["task"]][backbone_label(run)] = points
+    return dict(curves)
+
+
+def _save(fig: Any, out: Path, stem: str) -> list[Path]:
+    paths = [out / f"{stem}.png", out / f"{stem}.svg"]
+    for p in paths:
+        fig.savefig(p, dpi=120, bbox_inches="tight")
+    return paths
+
+
+def _grid(n: int) -> tuple[Any, list[Any]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(3, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.axis("off")
+    return fig, flat[:n]
+
+
+def plot_layer_depth(runs: Sequence[dict[str, Any]], out: Path) -> list[Path]:
+    """Fig. 6: metric vs fractional readout depth per task (nothing when no run swept layers)."""
+    curves = layer_curves(runs)
+    if not curves:
+        return []
+    import matplotlib.pyplot as plt
+
+    meta = {r["task"]: r for r in runs}
+    fig, axes = _grid(len(curves))
+    for ax, (task, lines) in zip(axes, curves.items()):
+        for label, pts in sorted(lines.items()):
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label, ms=4)
+        r = meta[task]
+        ax.set_title(f"{task} ({r['primary_metric']} {_arrow(r)})")
+        ax.set_xlabel("readout layer depth (fraction)")
+        ax.set_xlim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    paths = _save(fig, out, "layer_depth")
+    plt.close(fig)
+    return paths
+
+
+def plot_size_scaling(runs: Sequence[dict[str, Any]], out: Path) -> list[Path]:
+    """Fig. 7: chosen test metric vs parameter count per task, frozen and finetuned."""
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in runs))
+    fig, axes = _grid(len(tasks))
+    for ax, task in zip(axes, tasks):
+        sel = [r for r in runs if r["task"] == task]
+        for mode, style in (("frozen", "o-"), ("finetune", "s--")):
+            pts = sorted((r.get("backbone_params", 0), _display(r, _value(r)), backbone_label(r)) for r in sel if r["mode"] == mode)
+            if not pts:
+                continue
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=mode, ms=5)
+            for x, y, label in pts:
+                ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_title(f"{task} ({sel[0]['primary_metric']} {_arrow(sel[0])})")
+        ax.set_xlabel("backbone parameters")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    paths = _save(fig, out, "size_scaling")
+    plt.close(fig)
+    return paths
+
+
+def write_report(run_dirs: Iterable[str | Path], out: str | Path) -> dict[str, Any]:
+    """Write ``results.md``, ``results.csv`` and the two figures under ``out``; returns what was written."""
+    runs = load_runs(run_dirs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = table_rows(runs)
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    figures = plot_layer_depth(runs, out) + plot_size_scaling(runs, out)
+    md = ["# Probe results", "", markdown_tables(runs)]
+    for p in figures:
+        if p.suffix == ".png":
+            md += [f"![{p.stem}]({p.name})", ""]
+    if not any(p.stem == "layer_depth" for p in figures):
+        md += ["(no layer-depth plot: no frozen run swept more than one layer; use --layers 0.25,0.5,0.75,0.85,0.95,1.0)", ""]
+    (out / "results.md").write_text("\n".join(md))
+    return {"runs": len(runs), "markdown": out / "results.md", "csv": out / "results.csv", "figures": figures}
