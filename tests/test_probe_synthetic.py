@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 tasks = pytest.importorskip("fourds.tasks")
+if not hasattr(tasks, "list_tasks"):  # the empty package directory before the tasks branch lands
+    pytest.skip("fourds.tasks has no registry yet", allow_module_level=True)
 
 from fourds.cli import main  # noqa: E402
 
