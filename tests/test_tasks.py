@@ -273,7 +273,7 @@ def test_tracking_metrics_are_in_256_pixel_units_and_ignore_padding() -> None:
     ref = tapvid(pred * 256, torch.ones_like(visible), norm * 256, visible, torch.zeros(1, 3, dtype=torch.long))
     torch.testing.assert_close(m["perception_test/average_jaccard"], ref["average_jaccard"])
     # a padded (invalid) track with garbage never changes the figure
-    pad = lambda t, v: torch.cat([t, v], 1)  # noqa: E731
+    pad = lambda t, v: torch.cat([t, v], 1)
     padded_out = {"points": pad(pred, torch.full((1, 1, 4, 2), 0.9)), "occlusion_logit": pad(sure, torch.full((1, 1, 4), -9.0)),
                   "uncertainty_logit": pad(sure, torch.full((1, 1, 4), -9.0))}
     padded = {"tracks": pad(gt, torch.zeros(1, 1, 4, 2)), "visible": pad(visible, torch.zeros(1, 1, 4, dtype=torch.bool)),

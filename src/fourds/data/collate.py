@@ -25,10 +25,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-TRACK_KEYS = ("tracks", "visible", "track_valid", "track_object", "query_points", "query_frames")
+TRACK_KEYS = ("tracks", "visible", "track_valid", "track_object", "query_points", "query_frames", "tracks_3d")
 """Keys whose dim 0 counts point tracks ``P``; padded together, ``track_valid`` marks the real ones."""
 
-BOX_KEYS = ("boxes", "box_valid", "box_object", "box_class")
+BOX_KEYS = ("boxes", "box_valid", "box_object", "box_class", "object_valid", "object_shape", "object_size",
+            "object_to_world", "object_velocity", "object_angular_velocity")
 """Keys whose dim 0 counts box tracks ``O``; padded together, ``box_valid`` ``(O, T)`` marks real boxes."""
 
 Sample = dict[str, Any]

@@ -6,6 +6,8 @@ direction and data-set reducer), label-aware train/eval transforms, evaluation c
 ``docs/tasks.md`` lists each task's readout, loss, metric, augmentation and sample format.
 """
 
+# Importing a task module registers it; this order is the order of list_tasks() (the paper's).
+from fourds.tasks import ssv2, k700, re10k, perception_test, waymo, scannet, synthetic  # noqa: F401, I001
 from fourds.tasks.base import Task, count_readout_params, select_frames
 from fourds.tasks.classification import ClassificationReadout, ClassificationTask
 from fourds.tasks.k700 import K700Task
@@ -15,7 +17,7 @@ from fourds.tasks.registry import get_task, list_tasks, register
 from fourds.tasks.scannet import DepthReadout, ScanNetTask
 from fourds.tasks.ssv2 import SSv2Task
 from fourds.tasks.waymo import BoxTrackReadout, WaymoTask
-from fourds.tasks.synthetic import (  # noqa: I001 - registered after the real tasks
+from fourds.tasks.synthetic import (
     SynthBoxesTask,
     SynthDepthTask,
     SynthMotionTask,

@@ -41,7 +41,9 @@ TIME_AXIS: dict[str, int] = {
     "cam_to_world": 0,
     "timestamps": 0,
     "tracks": 1,
+    "tracks_3d": 1,
     "visible": 1,
+    "object_to_world": 1,
     "boxes": 1,
     "box_valid": 1,
 }

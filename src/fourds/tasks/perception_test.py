@@ -47,7 +47,7 @@ from fourds.readouts import AttentionReadout, FourierQueryEmbedding
 from fourds.tasks.base import Sample, Task, frame_size_of
 from fourds.tasks.registry import register
 
-TRACK_FIELDS = ("tracks", "visible", "track_object", "track_valid")
+TRACK_FIELDS = ("tracks", "visible", "track_object", "track_valid", "tracks_3d")
 """Per-track keys a track subset must index together."""
 
 TAPVID_KEYS = (

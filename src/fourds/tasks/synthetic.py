@@ -25,8 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
+
 from fourds.seeding import derive_seed
-from fourds.tasks.base import Task
+from fourds.tasks.base import Sample
 from fourds.tasks.perception_test import PerceptionTestTask
 from fourds.tasks.re10k import RE10kTask
 from fourds.tasks.registry import register
@@ -46,8 +48,9 @@ def _scenes_class() -> Any:
 
 
 @dataclass
-class SyntheticData(Task):
-    """Built-in data for a synthetic task (mixed in before the real task class).
+class SyntheticData:
+    """Built-in data for a synthetic task, mixed in before the real task class (a plain dataclass, not a
+    :class:`Task`, so that it overrides only the fields it declares and not the real task's defaults).
 
     Attributes:
         height, width: frame size of the scenes and clips (aliases of ``input_size``).
@@ -68,12 +71,29 @@ class SyntheticData(Task):
     def __post_init__(self) -> None:
         h, w = (int(v) for v in self.input_size)
         self.input_size = (int(self.height or h), int(self.width or w))  # type: ignore[assignment]
-        super().__post_init__()
+        super().__post_init__()  # type: ignore[misc]  # the real task's validation
         self.height, self.width = self.input_size
         for field in ("num_samples", "num_eval_samples"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"task {self.name}: {field} must be a positive integer, got {value!r}")
+
+    sample_keys: ClassVar[tuple[str, ...]] = ()
+    """The scene fields this task uses; transforms drop the others (less to batch, and the probe's
+    qualitative figures draw this task's labels)."""
+
+    def task_fields(self, sample: Sample) -> Sample:
+        """``sample`` restricted to ``video`` and :attr:`sample_keys`."""
+        return {k: v for k, v in sample.items() if k == "video" or k in self.sample_keys}
+
+    def train_transform(self, sample: Sample, generator: torch.Generator) -> Sample:
+        return super().train_transform(self.task_fields(sample), generator)
+
+    def eval_transform(self, sample: Sample) -> Sample:
+        return super().eval_transform(self.task_fields(sample))
+
+    def evaluate_clips(self, sample: Sample) -> list[Sample]:
+        return super().evaluate_clips(self.task_fields(sample))
 
     def split_seed(self, split: str) -> int:
         """The scenes' seed of ``split`` (distinct per split, stable across runs)."""
@@ -106,7 +126,10 @@ class SynthTrackingTask(SyntheticData, PerceptionTestTask):
     """Point tracking on the scenes (the ``perception_test`` readout, loss and metrics)."""
 
     name: ClassVar[str] = "synth_tracking"
+    sample_keys: ClassVar[tuple[str, ...]] = ("tracks", "visible", "track_object")
     data_sources: ClassVar[dict[str, str]] = {"train": "synthetic", "eval": "synthetic"}
+    channels: int = 256
+    embed_dim: int = 128
     frame_stride: int = 1
     train_stride: int = 1
 
@@ -117,8 +140,10 @@ class SynthBoxesTask(SyntheticData, WaymoTask):
     """Box tracking on the scenes (the ``waymo`` readout, loss and metric)."""
 
     name: ClassVar[str] = "synth_boxes"
+    sample_keys: ClassVar[tuple[str, ...]] = ("boxes", "box_valid")
     data_sources: ClassVar[dict[str, str]] = {"train": "synthetic", "eval": "synthetic"}
-    input_size: tuple[int, int] = (64, 64)
+    channels: int = 256
+    embed_dim: int = 128
 
 
 @register
@@ -127,7 +152,9 @@ class SynthPoseTask(SyntheticData, RE10kTask):
     """Relative camera pose on the scenes (the ``re10k`` readout, loss and metric)."""
 
     name: ClassVar[str] = "synth_pose"
+    sample_keys: ClassVar[tuple[str, ...]] = ("cam_to_world", "intrinsics")
     data_sources: ClassVar[dict[str, str]] = {"train": "synthetic", "eval": "synthetic"}
+    channels: int = 64
 
 
 @register
@@ -136,7 +163,10 @@ class SynthDepthTask(SyntheticData, ScanNetTask):
     """Video depth on the scenes (the ``scannet`` readout, loss and metric)."""
 
     name: ClassVar[str] = "synth_depth"
+    sample_keys: ClassVar[tuple[str, ...]] = ("depth",)
     data_sources: ClassVar[dict[str, str]] = {"train": "synthetic", "eval": "synthetic"}
+    channels: int = 256
+    max_depth: float = 100.0  # the scenes' ground plane reaches ~50 m; ScanNet's 10 m cap would drop it
 
 
 @register
@@ -145,7 +175,9 @@ class SynthMotionTask(SyntheticData, SSv2Task):
     """Motion classification on the scenes (the ``ssv2`` readout, loss, metric and augmentation)."""
 
     name: ClassVar[str] = "synth_motion"
+    sample_keys: ClassVar[tuple[str, ...]] = ("label",)
     data_sources: ClassVar[dict[str, str]] = {"train": "synthetic", "eval": "synthetic"}
+    channels: int = 192
     num_classes: int = 8
 
     def scene_kwargs(self) -> dict[str, Any]:

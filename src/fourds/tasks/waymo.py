@@ -34,7 +34,8 @@ from fourds.readouts import AttentionReadout, FourierQueryEmbedding
 from fourds.tasks.base import Sample, Task, frame_size_of
 from fourds.tasks.registry import register
 
-BOX_FIELDS = ("boxes", "box_valid", "box_object", "box_class")
+BOX_FIELDS = ("boxes", "box_valid", "box_object", "box_class", "object_valid", "object_shape", "object_size",
+              "object_to_world", "object_velocity", "object_angular_velocity")
 """Per-box keys a box subset must index together."""
 
 
