@@ -4,8 +4,6 @@ pixels after crop / flip / resize)."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -14,77 +12,6 @@ from fourds.data.collate import collate_samples
 from fourds.data.geometry import HFlip, Resize, apply_geometry, random_resized_crop, resize_short_side_crop
 from fourds.models import create
 from fourds.tasks import get_task
-
-
-# --- temporary stand-in for fourds.data.synthetic.SyntheticScenes until the synth branch lands -----------
-class FakeScenes:
-    """Squares moving over a static textured plane seen by a static camera, in SyntheticScenes' format."""
-
-    def __init__(self, num_frames=16, height=64, width=64, seed=0, num_samples=8, num_tracks=24, max_objects=3,
-                 num_classes=8):
-        self.num_frames, self.height, self.width, self.seed = num_frames, height, width, seed
-        self.num_samples, self.num_tracks, self.max_objects, self.num_classes = num_samples, num_tracks, max_objects, num_classes
-
-    def __len__(self):
-        return self.num_samples
-
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + i)
-        t, h, w, o = self.num_frames, self.height, self.width, self.max_objects
-        label = int(torch.randint(self.num_classes, (1,), generator=g))
-        yy, xx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
-        bg = torch.stack([0.5 + 0.4 * torch.sin(xx / 3), 0.5 + 0.4 * torch.cos(yy / 4), 0.5 + 0.2 * torch.sin((xx + yy) / 5)], -1)
-        video = bg.expand(t, h, w, 3).clone()
-        depth = torch.full((t, h, w), 8.0)
-        ids = torch.full((t, h, w), -1)
-        n = int(torch.randint(1, o + 1, (1,), generator=g))
-        size = (h / 6 + torch.rand(o, generator=g) * h / 6).round()
-        start = torch.rand(o, 2, generator=g) * torch.tensor([w * 0.6, h * 0.6]) + torch.tensor([w * 0.1, h * 0.1])
-        vel = torch.randn(o, 2, generator=g)
-        angle = 2 * torch.pi * label / self.num_classes
-        vel[0] = torch.tensor([math.cos(angle), -math.sin(angle)]) * 1.5
-        colour = torch.rand(o, 3, generator=g)
-        boxes = torch.zeros(o, t, 4)
-        valid = torch.zeros(o, t, dtype=torch.bool)
-        for k in range(n):  # later objects are nearer
-            for f in range(t):
-                x0, y0 = (start[k] + vel[k] * f).tolist()
-                x1, y1 = x0 + float(size[k]), y0 + float(size[k])
-                m = (xx >= x0) & (xx < x1) & (yy >= y0) & (yy < y1)
-                video[f][m] = colour[k]
-                depth[f][m] = 4.0 - 0.5 * k
-                ids[f][m] = k
-                boxes[k, f] = torch.tensor([max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)])
-                valid[k, f] = bool(m.any())
-        p = self.num_tracks
-        obj = torch.randint(-1, n, (p,), generator=g)
-        first = torch.rand(p, 2, generator=g)
-        tracks = torch.zeros(p, t, 2)
-        for j in range(p):
-            k = int(obj[j])
-            if k < 0:
-                tracks[j] = (first[j] * torch.tensor([w, h])).expand(t, 2)
-            else:
-                tracks[j] = start[k] + first[j] * size[k] + vel[k] * torch.arange(t)[:, None]
-        col = tracks[..., 0].floor().long()
-        row = tracks[..., 1].floor().long()
-        inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
-        seen = ids[torch.arange(t)[None].expand(p, t), row.clamp(0, h - 1), col.clamp(0, w - 1)]
-        visible = inside & (seen == obj[:, None])
-        c2w = torch.eye(4).repeat(t, 1, 1)
-        k_mat = torch.tensor([[float(w), 0, w / 2], [0, float(w), h / 2], [0, 0, 1]])
-        return {"video": video.clamp(0, 1), "depth": depth, "intrinsics": k_mat, "cam_to_world": c2w, "tracks": tracks,
-                "visible": visible, "track_object": obj, "boxes": boxes, "box_valid": valid, "label": torch.tensor(label)}
-
-
-@pytest.fixture(autouse=True)
-def _scenes(monkeypatch):
-    try:
-        import fourds.data.synthetic  # noqa: F401
-    except ImportError:
-        import fourds.tasks.synthetic as mod
-
-        monkeypatch.setattr(mod, "_scenes_class", lambda: FakeScenes)
 
 
 SYNTH = ["synth_tracking", "synth_boxes", "synth_pose", "synth_depth", "synth_motion"]
