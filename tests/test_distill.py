@@ -112,20 +112,24 @@ def test_teachers_on_other_token_grids_are_resampled_to_the_students(tmp_path):
         assert all(torch.isfinite(torch.tensor(json.loads(x)["loss"])) for x in (out / "metrics.jsonl").read_text().splitlines())
 
 
-def run_cli(args, env_extra=None, check=True):
+def run_cli(args, env_extra=None, check=True, launcher=()):
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    proc = subprocess.run([sys.executable, "-m", "fourds", "distill", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, *launcher, "-m", "fourds", "distill", *args], env=env, capture_output=True,
+                          text=True, timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
 
 
-def test_sigkill_then_resume_ends_with_the_same_student(tmp_path, teacher_folder):
-    args = ["--student", "4ds-tiny", *[f"--student-overrides={k}={v}" for k, v in STUDENT.items()],
+def cli_args(teacher_folder, steps=6):
+    return ["--student", "4ds-tiny", *[f"--student-overrides={k}={v}" for k, v in STUDENT.items()],
             "--teacher", str(teacher_folder), "--teacher-layers", "1", "3", "--data", "random", "--num-frames", "4",
-            "--frame-stride", "1", "--image-size", "32", "--batch-size", "4", "--steps", "6", "--warmup-steps", "2",
-            "--save-every", "2", "--lr", "3e-3"]
+            "--frame-stride", "1", "--image-size", "32", "--batch-size", "4", "--steps", str(steps), "--warmup-steps",
+            "2", "--save-every", "2", "--lr", "3e-3"]
+
+
+def test_sigkill_then_resume_ends_with_the_same_student(tmp_path, teacher_folder):
+    args = cli_args(teacher_folder)
     run_cli([*args, "--out", str(tmp_path / "whole")])
     killed = run_cli([*args, "--out", str(tmp_path / "cut")], env_extra={"FOURDS_FAULT_AT_STEP": "5"}, check=False)
     assert killed.returncode == -signal.SIGKILL
@@ -138,6 +142,19 @@ def test_sigkill_then_resume_ends_with_the_same_student(tmp_path, teacher_folder
         assert torch.equal(a[key], b[key]), key
     saved = json.loads((tmp_path / "whole" / "config.json").read_text())
     assert saved["teacher_layers"] == [1, 3] and saved["student_overrides"]["dim"] == 32
+
+
+def test_fsdp2_on_two_cpu_ranks_matches_one_process(tmp_path, teacher_folder):
+    args = cli_args(teacher_folder, steps=2)
+    launcher = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")
+    run_cli([*args, "--out", str(tmp_path / "fsdp"), "--strategy", "fsdp"], launcher=launcher)
+    run_cli([*args, "--out", str(tmp_path / "one")])
+    assert (tmp_path / "fsdp" / "checkpoints" / "step_00000002" / "dcp").is_dir()  # sharded training state
+    a = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "fsdp" / "model" / "model.safetensors"))  # gathered, adapters dropped
+    assert a.keys() == b.keys() and not any("adapter" in k for k in b)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-4, rtol=1e-4)
 
 
 def test_defaults_and_configuration_errors(tmp_path, teacher_folder):

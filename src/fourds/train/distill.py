@@ -216,9 +216,9 @@ def build_teacher(cfg: DistillConfig, info: DistInfo, teacher: nn.Module | None 
     except ValueError as err:
         raise ValueError(f"--teacher-layers {cfg.teacher_layers}: {err}") from err
     bf16 = cfg.teacher_precision == "bf16" or (cfg.teacher_precision == "auto" and info.device.type == "cuda")
-    teacher = teacher.to(info.device).eval().requires_grad_(False)
-    if bf16 and info.device.type == "cuda":
-        teacher = teacher.to(torch.bfloat16)
+    # Cast while moving (tensor by tensor), so a large teacher never sits on the GPU in float32.
+    dtype = torch.bfloat16 if bf16 and info.device.type == "cuda" else None
+    teacher = teacher.to(device=info.device, dtype=dtype).eval().requires_grad_(False)
     return teacher, layers, bf16
 
 
