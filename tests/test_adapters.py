@@ -88,6 +88,10 @@ def test_image_models_run_per_frame_with_every_layer_matching_transformers(hf_mo
     changed = bb.features(other, layers=[-1])[0]
     torch.testing.assert_close(changed[:, :2], feats[-1][:, :2])
     assert not torch.allclose(changed[:, 2], feats[-1][:, 2])
+    # Encoding in chunks of frames (bounded memory) gives the same features.
+    chunked = build_backbone(spec(hf_models[family], family), frame_batch=4).features(video)
+    for a, b in zip(chunked, feats):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("family", ["dinov2", "videomae"])

@@ -2,7 +2,7 @@
 
 Spec strings (``fourds probe --backbone SPEC``, ``fourds distill --teacher SPEC``):
 
-* ``hf:<hub id or folder>[?image_size=S&num_frames=T&revision=R]``: a Hugging Face ``transformers``
+* ``hf:<hub id or folder>[?image_size=S&num_frames=T&frame_batch=N&revision=R]``: a Hugging Face ``transformers``
   checkpoint from a local folder or the local Hugging Face cache (never downloaded). The family comes
   from ``model_type`` in its ``config.json``: ``dinov2``, ``dinov2_with_registers``, ``siglip``,
   ``siglip_vision_model`` (image models, run per frame, :mod:`.hf_image`); ``videomae``, ``vjepa2``
@@ -60,10 +60,11 @@ def build_hf(target: str, spec: str = "", revision: str = "main", **options: Any
     spec = spec or f"hf:{target}"
     folder = resolve_hf_folder(target, revision=str(revision))
     model_type = read_json(folder / "config.json").get("model_type")
-    _check_options(spec, options, {"image_size", "num_frames"})
     if model_type in IMAGE_FAMILIES:
+        _check_options(spec, options, {"image_size", "num_frames", "frame_batch"})
         return HFImageBackbone.from_folder(folder, spec=spec, **options)
     if model_type in VIDEO_FAMILIES:
+        _check_options(spec, options, {"image_size", "num_frames"})
         return HFVideoBackbone.from_folder(folder, spec=spec, **options)
     raise ValueError(
         f"{spec}: model_type {model_type!r} (from {folder / 'config.json'}) is not a supported family; "

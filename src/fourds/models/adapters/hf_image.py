@@ -20,7 +20,7 @@ model_type                    class                    resolution        mean / 
 
 A ``preprocessor_config.json`` next to the weights overrides mean/std (and the DINOv2 crop size);
 ``?image_size=S`` overrides the resolution (DINOv2 interpolates its positional embedding, SigLIP is
-called with ``interpolate_pos_encoding=True``).
+called with ``interpolate_pos_encoding=True``); ``?frame_batch=N`` encodes at most N frames per forward.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -97,11 +98,13 @@ class HFImageBackbone(BackboneAdapter):
         mean: normalisation mean.
         std: normalisation std.
         num_frames: nominal clip length reported in ``input_size`` (any T works).
+        frame_batch: encode at most this many frames per forward (``?frame_batch=N``; bounds the memory of
+            large models on long batches); None: all ``B * T`` frames at once.
         spec: the spec string, for logs.
     """
 
     def __init__(self, model: nn.Module, family: ImageFamily, image_size: int, mean: tuple[float, ...],
-                 std: tuple[float, ...], num_frames: int = 16, spec: str = "") -> None:
+                 std: tuple[float, ...], num_frames: int = 16, frame_batch: int | None = None, spec: str = "") -> None:
         super().__init__()
         cfg = getattr(model.config, "vision_config", None) or model.config
         patch = int(cfg.patch_size if isinstance(cfg.patch_size, int) else cfg.patch_size[0])
@@ -121,10 +124,14 @@ class HFImageBackbone(BackboneAdapter):
         self.mean, self.std = tuple(mean), tuple(std)
         self.prefix_tokens = (1 + int(getattr(cfg, "num_register_tokens", 0))) if "dinov2" in cfg.model_type else 0
         self.native_size = int(cfg.image_size)
+        if frame_batch is not None and int(frame_batch) < 1:
+            raise ValueError(f"frame_batch must be a positive number of frames, got {frame_batch}")
+        self.frame_batch = None if frame_batch is None else int(frame_batch)
         self.spec = spec
 
     @classmethod
-    def from_folder(cls, folder: Path, image_size: int | None = None, num_frames: int = 16, spec: str = "") -> HFImageBackbone:
+    def from_folder(cls, folder: Path, image_size: int | None = None, num_frames: int = 16,
+                    frame_batch: int | None = None, spec: str = "") -> HFImageBackbone:
         """Load the checkpoint in ``folder`` (its ``model_type`` must be one of :data:`IMAGE_FAMILIES`)."""
         config = read_json(folder / "config.json")
         family = IMAGE_FAMILIES[config["model_type"]]
@@ -134,7 +141,7 @@ class HFImageBackbone(BackboneAdapter):
         size = image_size or (proc.get("crop_size") if family.interpolates else None) or family.default_size or native
         model = load_hf_model(family.model_class, folder)
         return cls(model, family, int(size), proc.get("image_mean", family.mean), proc.get("image_std", family.std),
-                   num_frames, spec)
+                   num_frames, frame_batch, spec)
 
     @property
     def embeddings(self) -> nn.Module:
@@ -162,5 +169,8 @@ class HFImageBackbone(BackboneAdapter):
         kwargs = {}
         if not self.family.interpolates and self.image_size != self.native_size:
             kwargs["interpolate_pos_encoding"] = True
-        tokens = collect_layers(lambda: self.model(pixel_values=inputs, **kwargs), self.embeddings, self.blocks, layers)
-        return {k: rearrange(v[:, self.prefix_tokens:], "(b t) n c -> b t n c", b=b, t=t) for k, v in tokens.items()}
+        chunks = inputs.split(self.frame_batch) if self.frame_batch else (inputs,)
+        parts = [collect_layers(lambda x=x: self.model(pixel_values=x, **kwargs), self.embeddings, self.blocks, layers)
+                 for x in chunks]
+        return {k: rearrange(torch.cat([p[k] for p in parts])[:, self.prefix_tokens:], "(b t) n c -> b t n c", b=b, t=t)
+                for k in layers}
