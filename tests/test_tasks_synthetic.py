@@ -251,3 +251,12 @@ def test_synthetic_tasks_use_their_real_counterparts_design(name: str, real: str
     assert synth.metric_specs[synth.primary_metric].direction == counterpart.metric_specs[counterpart.primary_metric].direction
     at_paper_size = get_task(name, **{"input_size": (224, 224), **paper})
     assert count_readout_params(at_paper_size, 1024) == TABLE6_PARAMS[real]
+
+
+def test_augment_false_makes_training_deterministic_for_the_feature_cache() -> None:
+    from fourds.train.feature_cache import check_deterministic
+
+    sample = tiny("synth_depth").dataset("train")[0]
+    check_deterministic(tiny("synth_depth", augment=False), sample, draws=3)
+    with pytest.raises(ValueError, match="random augmentation"):
+        check_deterministic(tiny("synth_depth"), sample, draws=3)
