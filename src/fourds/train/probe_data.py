@@ -37,8 +37,13 @@ def holdout_split(num_samples: int, fraction: float, seed: int) -> tuple[list[in
 class TrainDraws(Dataset):
     """Map draw id ``n`` → an augmented training sample (see the module docstring).
 
+    When ``load`` is a dataset's ``__getitem__`` (or the dataset itself) and that dataset has a method
+    ``sample(index, generator)`` (the real-data readers: a random temporal window, decoding only that
+    window), draw ``n`` calls it with a generator seeded by ``(seed, "probe-window", n)`` instead of
+    ``load(index)``; the augmentation generator ``(seed, "probe-aug", n)`` is unchanged.
+
     Args:
-        load: ``index → sample`` (the task's dataset, or the feature cache).
+        load: ``index → sample`` (the task's dataset or its ``__getitem__``, or the feature cache).
         indices: dataset indices to train on.
         transform: ``(sample, generator) → sample`` (the task's ``train_transform``), or None.
         seed: run seed.
@@ -49,6 +54,9 @@ class TrainDraws(Dataset):
         if not indices:
             raise ValueError("no training samples: the training split is empty")
         self.load, self.indices, self.transform, self.seed = load, list(indices), transform, seed
+        owner = getattr(load, "__self__", load)
+        window = getattr(owner, "sample", None)
+        self.window: Callable[[int, torch.Generator], Sample] | None = window if callable(window) else None
         self._epoch, self._perm = -1, None
 
     def __len__(self) -> int:  # draw ids are unbounded; the sampler decides what is read
@@ -63,7 +71,11 @@ class TrainDraws(Dataset):
         return self.indices[int(self._perm[pos])]  # type: ignore[index]
 
     def __getitem__(self, draw: int) -> Sample:
-        sample = self.load(self.index_of(draw))
+        index = self.index_of(draw)
+        if self.window is not None:
+            sample = self.window(index, torch.Generator().manual_seed(derive_seed(self.seed, "probe-window", int(draw))))
+        else:
+            sample = self.load(index)
         if self.transform is not None:
             sample = self.transform(sample, torch.Generator().manual_seed(derive_seed(self.seed, "probe-aug", int(draw))))
         return sample
