@@ -104,7 +104,10 @@ def test_task_protocols_map_splits(tmp_path):
     for split in ("validation", "val", "eval", "test"):
         assert task_dataset("ssv2", split, tmp_path).split == "validation"  # the labelled evaluation split
     tr = task_dataset("ssv2", "train", tmp_path / "ssv2")
-    assert (tr.num_frames, tr.stride, tr.start) == (16, 2, "center") and hasattr(tr, "sample")
+    # Samples hold the 31 native frames of one 16 x 2 clip (the task takes every 2nd); frames="clip" the 16.
+    assert (tr.num_frames, tr.stride, tr.start, tr.protocol_clip) == (31, 1, "center", (16, 2)) and hasattr(tr, "sample")
+    clip = task_dataset("ssv2", "train", tmp_path / "ssv2", frames="clip")
+    assert (clip.num_frames, clip.stride) == (16, 2) and "frame_indices" not in clip[0]
     with pytest.raises(DatasetLayoutError, match="--data-root"):
         task_dataset("ssv2", "train", None)
     with pytest.raises(ValueError, match="no real-data protocol"):
@@ -149,11 +152,16 @@ def test_probe_cli_passes_data_root(tmp_path, monkeypatch):
     assert cli(["probe", "--task", "ssv2", "--data-root", str(tmp_path / "missing")]) == 1
 
 
-def test_frames_really_come_from_disk(tmp_path):
-    """End to end through open_dataset + TrainDraws on a real reader."""
+def test_task_samples_are_native_spans_of_one_protocol_clip(tmp_path):
+    """Through task_dataset + TrainDraws on a real reader: a training draw is 31 consecutive frames whose
+    every 2nd frame (what the task's window at stride 2 takes) is the 16 x 2 clip, exactly."""
     write_ssv2(tmp_path, frames=40)
     ds = task_dataset("ssv2", "train", tmp_path)
     draws = TrainDraws(ds.__getitem__, list(range(len(ds))), None, seed=0)
     s = draws[0]
     codes = decode_index(s["video"])
-    assert codes[0] // 100 == int(s["id"]) and all(b - a == 2 for a, b in zip(codes, codes[1:]))
+    assert len(codes) == 31 and codes[0] // 100 == int(s["id"]) and codes == list(range(codes[0], codes[0] + 31))
+    assert "frame_indices" not in s and "track_ids" not in s
+    strided = task_dataset("ssv2", "validation", tmp_path, frames="clip")[0]
+    span = task_dataset("ssv2", "validation", tmp_path)[0]
+    assert span["video"].shape[0] == 31 and torch.equal(span["video"][::2], strided["video"])

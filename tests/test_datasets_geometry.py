@@ -145,7 +145,7 @@ def test_scannet_long_scan_is_read_frame_by_frame(tmp_path, monkeypatch):
     task = task_dataset("scannet", "train", tmp_path, scenes=["scene0500_00"])
     reads.clear()
     w = task.sample(0, torch.Generator().manual_seed(0))
-    assert len(set(reads)) == 16 and w["video"].shape == (16, 48, 64, 3)  # training window on the depth grid
+    assert len(set(reads)) == 31 and w["video"].shape == (31, 48, 64, 3)  # one 16 x 2 window, depth grid
 
 
 def test_sens_format_errors(tmp_path):

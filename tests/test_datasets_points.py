@@ -89,10 +89,10 @@ def test_perception_test_task_protocol(pt_root, tmp_path):
     write_movi_e(tmp_path / "movi_e")
     (tmp_path / "perception_test").symlink_to(root)
     ev = task_dataset("perception_test", "eval", tmp_path, size=None)  # one folder holding both datasets
-    assert ev.name == "perception_test" and ev.stride == 4 and ev.clips == "all"
-    assert ev[0]["frame_indices"].tolist()[:3] == [0, 4, 8]
+    assert ev.name == "perception_test" and ev.protocol_clip == (16, 4) and ev.clips == "all"
+    assert ev[0]["video"].shape[0] == 61  # the native frames of one 16 x 4 clip
     tr = task_dataset("perception_test", "train", tmp_path)  # trains on Kubric MOVi-E
-    assert tr.name == "movi_e" and tr.stride == 1 and tr.num_frames == 16
+    assert tr.name == "movi_e" and tr.protocol_clip == (16, 1) and tr.num_frames == 16
     assert task_dataset("perception_test", "eval", tmp_path)[0]["video"].shape[1:3] == (256, 256)
 
 

@@ -41,7 +41,7 @@ def test_waymo_boxes_joined_filtered_and_ordered(waymo_root):
     s = open_dataset("waymo", waymo_root, "validation", num_frames=6, start=0)[0]
     frames = [0, 2, 4, 6, 8, 10]
     # object 2 covers < 0.5 % of the first frame: dropped; the others by decreasing first-frame area.
-    assert s["box_ids"] == ["obj-1", "obj-0"] and s["box_types"].tolist() == [2, 1]
+    assert s["box_ids"] == ["obj-1", "obj-0"] and s["box_class"].tolist() == [2, 1]
     for row, o in enumerate((1, 0)):
         for t, k in enumerate(frames):
             present = not (o == 1 and 3 <= k <= 5)
@@ -93,7 +93,7 @@ def test_waymo_evaluation_windows_are_seeded(waymo_root):
     assert [a.locate(i) for i in range(6)] != [c.locate(i) for i in range(6)]
     tr = task_dataset("waymo", "train", waymo_root)  # string camera names in this split
     s = tr.sample(0, torch.Generator().manual_seed(0))
-    assert s["video"].shape == (16, 256, 384, 3) and s["id"] == "seg_b"  # the paper's 256x384
+    assert s["video"].shape == (31, 256, 384, 3) and s["id"] == "seg_b"  # one 16 x 2 window at the paper's 256x384
 
 
 def test_waymo_errors(tmp_path, waymo_root):

@@ -175,6 +175,7 @@ class ClipDataset(Dataset):
         seed: seed of the random windows of ``num_samples``.
         short_policy: ``repeat_last`` or ``loop`` for items shorter than a clip.
         window: ``(frames, stride)`` of :meth:`sample`'s random training windows (default: the clip's).
+        drop_keys: sample keys to leave out (e.g. ``frame_indices`` for consumers that re-window samples).
     """
 
     name: ClassVar[str] = "dataset"
@@ -183,7 +184,8 @@ class ClipDataset(Dataset):
 
     def __init__(self, num_frames: int | None = 16, stride: int | None = None, start: int | str = 0, size: SizeSpec = None,
                  clips: int | str = 1, num_samples: int | None = None, seed: int = 0,
-                 short_policy: str = "repeat_last", window: tuple[int, int] | None = None) -> None:
+                 short_policy: str = "repeat_last", window: tuple[int, int] | None = None,
+                 drop_keys: tuple[str, ...] | list[str] = ()) -> None:
         if num_frames is not None and (not isinstance(num_frames, int) or num_frames < 1):
             raise ValueError(f"{self.name}: num_frames must be a positive int or None (whole item), got {num_frames!r}")
         stride = self.protocol_stride if stride is None else stride
@@ -207,6 +209,7 @@ class ClipDataset(Dataset):
                 raise ValueError(f"{self.name}: window must be (frames, stride) positive ints, got {window!r}")
             window = (int(window[0]), int(window[1]))
         self.window = window
+        self.drop_keys = tuple(drop_keys)
         self._index: list[tuple[int, int]] | None = None
         self._counts: dict[int, int] = {}
 
@@ -353,6 +356,8 @@ class ClipDataset(Dataset):
         sample["id"] = self.item_id(item)
         sample["frame_indices"] = torch.tensor(indices, dtype=torch.int64)
         sample["clip_start"] = int(indices[0]) if indices else 0
+        for key in self.drop_keys:
+            sample.pop(key, None)
         return sample
 
     # ------------------------------------------------------------------------------------ misc

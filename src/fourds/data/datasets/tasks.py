@@ -7,9 +7,18 @@ use :func:`fourds.data.datasets.open_dataset` for any other split. Keyword argum
 protocol (``num_frames``, ``stride``, ``size``, reader options); ``<dataset>_root`` overrides the root
 of one dataset (``movi_e_root=`` for the Perception Test task, which trains on Kubric MOVi-E).
 
-Every training set implements ``sample(index, generator)``: a random window at the protocol's length
-and stride, decoding only that window; its ``__getitem__`` is the deterministic evaluation-style
-sample (used for the held-out selection slice).
+**Frames.** ``fourds.tasks`` takes each clip's frames out of a sample itself (``frame_stride`` counts
+frames *of the sample*), so by default (``frames="span"``) a sample holds the consecutive native
+frames of exactly one protocol clip: ``(num_frames - 1) * stride + 1`` of them (31 for 16 frames at
+stride 2), from which the task's window at its stride is that clip. ``frames="clip"`` yields the
+``num_frames`` strided frames instead (for consumers that use a sample as the clip). Whole-video samples
+(K700 evaluation) are the same in both modes. Task samples leave out ``frame_indices`` and
+``track_ids`` (per-frame / per-track bookkeeping the tasks' re-windowing and padding do not carry);
+``ds.protocol_clip`` records ``(num_frames, stride)``.
+
+Every training set implements ``sample(index, generator)``: a random window of the protocol clip's
+span, decoding only that window; its ``__getitem__`` is the deterministic evaluation-style sample
+(used for the held-out selection slice).
 
 | task | train | evaluation | clips |
 |---|---|---|---|
@@ -30,6 +39,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from fourds.data.clips import clip_span
 from fourds.data.datasets.base import ClipDataset, DatasetLayoutError
 
 TRAIN_SPLITS = ("train", "training")
@@ -114,13 +124,24 @@ def task_dataset(task_name: str, split: str, data_root: str | os.PathLike | dict
         for _, (name, _, _) in TASK_PROTOCOLS[other].items():
             if name != dataset:
                 kw.pop(f"{name}_root", None)
+    frames = kw.pop("frames", "span")
+    if frames not in ("span", "clip"):
+        raise ValueError(f"task {task_name}: frames={frames!r}: choose 'span' (native frames of one clip) or 'clip'")
     args = {**options, **kw}
     if kw.get("num_frames") is not None and "window" in options and "window" not in kw:
         # An explicit clip length replaces the whole-video + window scheme (at the window's stride).
-        args.setdefault("stride", options["window"][1])
         if "stride" not in kw:
             args["stride"] = options["window"][1]
         args.pop("window")
     if phase == "train" and args.get("num_frames") is None and "window" not in args:
         raise ValueError(f"task {task_name}: num_frames=None in training needs window=(frames, stride)")
-    return open_dataset(dataset, root, ds_split, **args)
+    protocol = (args.get("num_frames"), args.get("stride"))
+    if frames == "span":
+        if args.get("num_frames") is not None:
+            args["num_frames"], args["stride"] = clip_span(args["num_frames"], args["stride"]), 1
+        if args.get("window") is not None:
+            args["window"] = (clip_span(*args["window"]), 1)
+    args.setdefault("drop_keys", ("frame_indices", "track_ids"))
+    ds = open_dataset(dataset, root, ds_split, **args)
+    ds.protocol_clip = protocol if protocol[0] is not None else tuple(options.get("window", protocol))
+    return ds

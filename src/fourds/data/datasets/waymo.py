@@ -24,7 +24,7 @@ its frames, in batches of ``batch_rows`` rows of the image column, and JPEG-deco
 frames (with DCT down-scaling when ``size`` is set). Memory is bounded by one parquet page of the image
 column (how the file was written decides its size), never by the segment's decoded frames.
 
-Samples: ``video`` uint8, ``boxes``, ``box_valid``, ``box_types`` ``(O,)`` int64 (``BoxType``: 1 vehicle,
+Samples: ``video`` uint8, ``boxes``, ``box_valid``, ``box_class`` ``(O,)`` int64 (``BoxType``: 1 vehicle,
 2 pedestrian, 3 sign, 4 cyclist), ``box_ids`` (list of str), ``timestamps`` ``(T,)`` µs, ``intrinsics``
 when calibration is present, ``id`` = segment name.
 """
@@ -325,7 +325,7 @@ class WaymoOpen(ClipDataset):
                     boxes[o, t] = (x0, y0, x1, y1)
                     valid[o, t] = True
         out = {"video": video, "boxes": torch.from_numpy(boxes), "box_valid": torch.from_numpy(valid),
-               "box_types": torch.tensor([c[5] for c in chosen], dtype=torch.int64), "box_ids": ids,
+               "box_class": torch.tensor([c[5] for c in chosen], dtype=torch.int64), "box_ids": ids,
                "timestamps": torch.from_numpy(ts.copy())}
         k = self.intrinsics_of(item)
         if k is not None:
