@@ -95,6 +95,15 @@ def test_train_draws_use_the_dataset_window_with_a_separate_seed():
     assert seen[0] == torch.rand((), generator=torch.Generator().manual_seed(derive_seed(7, "probe-aug", 5))).item()
     plain = TrainDraws(lambda i: {"i": i}, [0, 1], None, seed=0)  # no sample(): load(index) as before
     assert plain[0] == {"i": plain.index_of(0)}
+
+    class OneArgSample:  # like SyntheticScenes.sample(index): not a window sampler
+        def __getitem__(self, i):  # noqa: ANN001, ANN204
+            return {"from": "getitem", "i": i}
+
+        def sample(self, i):  # noqa: ANN001, ANN201
+            return {"from": "sample"}
+
+    assert TrainDraws(OneArgSample().__getitem__, [0, 1], None, seed=0)[3]["from"] == "getitem"
     starts = {draws[n]["frame_indices"][0].item() for n in range(3, 60, 4) if draws.index_of(n) == 3}
     assert len(starts) > 1  # random windows over the 25-frame item
 

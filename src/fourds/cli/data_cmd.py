@@ -137,7 +137,35 @@ def check_collection(collection, limit: int | None = None, quick: bool = False, 
     return {"checked": n, "ok": n - len(bad), "frames": frames, "bad": bad}
 
 
+# ------------------------------------------------------------------------------------- waymo-slim
+def _register_waymo_slim(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "waymo-slim",
+        help="rewrite Waymo v2 camera_image files for streaming (one camera, sorted, small row groups)",
+        description="One-time preparation for the Waymo reader: DST/<split>/camera_image/<segment>.parquet holds "
+        "only CAMERA's rows, sorted by timestamp, in row groups of a few frames, so a clip reads little more "
+        "than its own frames; camera_box and camera_calibration are copied. Read DST like the original.",
+    )
+    p.add_argument("src", metavar="SRC", help="Waymo v2 root (with <split>/camera_image/) or one split folder")
+    p.add_argument("dst", metavar="DST", help="output root")
+    p.add_argument("--split", dest="splits", action="append", default=None, metavar="SPLIT",
+                   help="split(s) to rewrite (default: training and validation)")
+    p.add_argument("--camera", default="FRONT", help="camera to keep (default FRONT)")
+    p.add_argument("--row-group-size", type=int, default=4, help="frames per row group (default 4)")
+    p.set_defaults(func=run_waymo_slim)
+
+
+def run_waymo_slim(args: argparse.Namespace) -> int:
+    from fourds.data.datasets.waymo import slim_segments
+
+    for split in args.splits or ["training", "validation"]:
+        done = slim_segments(args.src, args.dst, split, camera=args.camera, row_group_size=args.row_group_size)
+        print(f"{split}: rewrote {len(done)} segments into {args.dst}")
+    return 0
+
+
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "shard": _register_shard,
     "check": _register_check,
+    "waymo-slim": _register_waymo_slim,
 }

@@ -9,6 +9,7 @@ draw ``n`` reads position ``n mod S`` of epoch ``n // S``'s permutation of the `
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +35,23 @@ def holdout_split(num_samples: int, fraction: float, seed: int) -> tuple[list[in
     return sorted(perm[n_hold:]), sorted(perm[:n_hold])
 
 
+def _window_sampler(load: Callable[[int], Sample]) -> Callable[[int, torch.Generator], Sample] | None:
+    """The ``sample(index, generator)`` method of the dataset behind ``load``, if it has one that takes a
+    generator (``SyntheticScenes.sample(index)``, for instance, does not: it is then not used)."""
+    owner = getattr(load, "__self__", load)
+    method = getattr(owner, "sample", None)
+    if not callable(method):
+        return None
+    try:
+        params = list(inspect.signature(method).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < 2 and not any(p.kind == p.VAR_POSITIONAL for p in params):
+        return None
+    return method
+
+
 class TrainDraws(Dataset):
     """Map draw id ``n`` → an augmented training sample (see the module docstring).
 
@@ -54,9 +72,7 @@ class TrainDraws(Dataset):
         if not indices:
             raise ValueError("no training samples: the training split is empty")
         self.load, self.indices, self.transform, self.seed = load, list(indices), transform, seed
-        owner = getattr(load, "__self__", load)
-        window = getattr(owner, "sample", None)
-        self.window: Callable[[int, torch.Generator], Sample] | None = window if callable(window) else None
+        self.window = _window_sampler(load)
         self._epoch, self._perm = -1, None
 
     def __len__(self) -> int:  # draw ids are unbounded; the sampler decides what is read

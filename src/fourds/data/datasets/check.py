@@ -68,10 +68,10 @@ def check_dataset(root: str, name: str, splits: list[str] | None = None, quick: 
         if ds.num_classes:
             labels = [ds.label_of(i) for i in range(ds.num_items())]
             seen = {lab for lab in labels if lab is not None}
-            names = getattr(ds, "class_names", None) or sorted(getattr(ds, "classes", {}), key=lambda k: ds.classes[k])  # type: ignore[attr-defined]
+            names = list(getattr(ds, "class_names", [])) or [str(c) for c in range(ds.num_classes)]
             report["labels"] = {"num_classes": ds.num_classes, "covered": len(seen),
                                 "unlabelled": sum(lab is None for lab in labels),
-                                "uncovered": [names[c] if c < len(names) else str(c) for c in range(ds.num_classes) if c not in seen]}
+                                "uncovered": [names[c] for c in range(ds.num_classes) if c not in seen]}
         out[split] = report
     return out
 

@@ -88,7 +88,8 @@ class MoviE(ClipDataset):
         if not folder.is_dir():
             raise layout_error(f"movi_e: the {self.split} folder", self.root / self.split, LAYOUT)
         self.folder = folder
-        self.files = sorted(folder.glob("*.npz"))
+        # Not the temporary files of an interrupted export (".000001.tmp.npz", "000001.tmp.npz").
+        self.files = sorted(p for p in folder.glob("*.npz") if not p.name.startswith(".") and not p.name.endswith(".tmp.npz"))
         if not self.files:
             raise layout_error(f"movi_e: .npz files of the {self.split} split", folder / "*.npz", LAYOUT)
 

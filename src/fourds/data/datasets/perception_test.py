@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from fourds.data.datasets.base import (
     LRU, ClipDataset, SizeSpec, decode_kwargs, first_existing, layout_error, resolve_split, video_frame_size,

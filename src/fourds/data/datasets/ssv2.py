@@ -100,6 +100,7 @@ class SSv2(ClipDataset):
         self.decode_threads = decode_threads
         self.classes = load_classes(self.root)
         self.num_classes = len(self.classes)
+        self.class_names = sorted(self.classes, key=self.classes.__getitem__)
         lower = {k.lower(): v for k, v in self.classes.items()}
         list_path = _label_file(self.root, self.split)
         if list_path is None:

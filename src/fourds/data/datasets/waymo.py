@@ -24,6 +24,11 @@ its frames, in batches of ``batch_rows`` rows of the image column, and JPEG-deco
 frames (with DCT down-scaling when ``size`` is set). Memory is bounded by one parquet page of the image
 column (how the file was written decides its size), never by the segment's decoded frames.
 
+A file written with one large row group (one page of JPEGs for every camera) still has to be read page
+by page; :func:`slim_segments` (``fourds data waymo-slim SRC DST``) rewrites a split once into the same
+layout with only one camera, rows sorted by time and row groups of a few frames, after which a clip
+reads little more than its own frames.
+
 Samples: ``video`` uint8, ``boxes``, ``box_valid``, ``box_class`` ``(O,)`` int64 (``BoxType``: 1 vehicle,
 2 pedestrian, 3 sign, 4 cyclist), ``box_ids`` (list of str), ``timestamps`` ``(T,)`` µs, ``intrinsics``
 when calibration is present, ``id`` = segment name.
@@ -331,3 +336,53 @@ class WaymoOpen(ClipDataset):
         if k is not None:
             out["intrinsics"] = torch.from_numpy(k).float()
         return out, native
+
+
+def slim_segments(src: str | os.PathLike, dst: str | os.PathLike, split: str = "validation", camera: int | str = "FRONT",
+                  row_group_size: int = 4, progress: bool = True) -> list[Path]:
+    """Rewrite one split's ``camera_image`` files for streaming: one camera, sorted by timestamp, small row
+    groups and pages, no dictionary encoding; ``camera_box`` / ``camera_calibration`` are copied.
+
+    The output (``DST/<split>/...``) is a Waymo v2 layout the reader reads like the original. Segments
+    already in ``DST`` are skipped (resume). Returns the written ``camera_image`` files.
+    """
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    split = resolve_split("waymo", split, SPLITS)
+    code = camera_code(camera)
+    src_dir = Path(src) / split if (Path(src) / split / "camera_image").is_dir() else Path(src)
+    if not (src_dir / "camera_image").is_dir():
+        raise layout_error(f"waymo: the {split} camera_image folder", [Path(src) / split / "camera_image"], LAYOUT)
+    out_dir = Path(dst) / split
+    written = []
+    files = sorted((src_dir / "camera_image").glob("*.parquet"))
+    for path in tqdm(files, desc=f"waymo-slim {split}", unit="segment", disable=not progress):
+        target = out_dir / "camera_image" / path.name
+        for comp in ("camera_box", "camera_calibration"):
+            other = src_dir / comp / path.name
+            if other.is_file() and not (out_dir / comp / path.name).exists():
+                (out_dir / comp).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(other, out_dir / comp / path.name)
+        if target.exists():
+            continue
+        pf = _open(path)
+        _need(pf, path, [TIMESTAMP, CAMERA, IMAGE])
+        parts = []
+        for g in range(pf.num_row_groups):
+            t = pf.read_row_group(g)
+            parts.append(t.filter(pa.array(camera_codes(t.column(CAMERA), path) == code)))
+            del t
+        table = pa.concat_tables(parts)
+        table = table.take(pc.sort_indices(table, [(TIMESTAMP, "ascending")]))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        pq.write_table(table, tmp, row_group_size=row_group_size, write_batch_size=row_group_size,
+                       use_dictionary=[c for c in table.column_names if c != IMAGE])
+        os.replace(tmp, target)
+        written.append(target)
+    return written
