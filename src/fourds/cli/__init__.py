@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fourds.cli.probe_cmd",
     "fourds.cli.report_cmd",
     "fourds.cli.distill_cmd",
+    "fourds.cli.synth_cmd",
 )
 
 
