@@ -236,16 +236,10 @@ class Task:
 
         Args:
             split: ``"train"`` or an evaluation split name of the reader.
-            data_root: folder holding the data set (see ``docs/tasks.md``); required.
-            kwargs: passed to ``fourds.data.datasets.task_dataset``.
+            data_root: folder holding the data set (``docs/datasets.md``); required unless ``kwargs``
+                gives ``<dataset>_root``.
+            kwargs: protocol and reader options of ``fourds.data.datasets.task_dataset``.
         """
-        sources = ", ".join(f"{k}: {v}" for k, v in self.data_sources.items()) or self.name
-        if data_root is None:
-            raise ValueError(
-                f"task {self.name!r} reads real data ({sources}); give its folder, e.g. "
-                f"`fourds probe --task {self.name} --data-kwargs data_root=/path/to/data`, or pass "
-                "run_probe(..., datasets={'train': ..., 'eval': ...})"
-            )
         try:
             from fourds.data import datasets
         except ImportError as err:
@@ -254,6 +248,7 @@ class Task:
                 "installed in this version of fourds; pass run_probe(..., datasets={'train': ..., 'eval': ...}) "
                 "with map-style datasets of samples in the format of docs/tasks.md"
             ) from err
+        # A missing data_root raises DatasetLayoutError (a ValueError) naming the flag to pass.
         return datasets.task_dataset(self.name, split, data_root, **kwargs)
 
 
