@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _dataset_fixtures import write_k700, write_movi_e, write_perception_test, write_re10k, write_scannet, write_ssv2, write_waymo
+from _dataset_fixtures import (
+    write_k700,
+    write_movi_e,
+    write_perception_test,
+    write_re10k,
+    write_scannet,
+    write_ssv2,
+    write_waymo,
+)
 
 from fourds.data import to_float
 from fourds.data.collate import collate_samples
@@ -18,8 +26,8 @@ EXTRA = {"ssv2": dict(num_classes=3), "k700": dict(num_classes=3, eval_num_clips
          "perception_test": dict(embed_dim=16), "waymo": dict(embed_dim=16)}
 
 
-def write(name: str, root) -> dict:
-    """Fixture data for the task's train and evaluation datasets under ``root``; returns data kwargs."""
+def write(name: str, root) -> None:
+    """Fixture data for the task's train and evaluation datasets under ``root``."""
     if name == "ssv2":
         write_ssv2(root, frames=40)
     elif name == "k700":
@@ -35,15 +43,14 @@ def write(name: str, root) -> dict:
         write_waymo(root, "validation", "seg_a", n=40, seed=1)
     elif name == "scannet":
         write_scannet(root)
-    return {}
 
 
 @pytest.mark.parametrize("name", ["ssv2", "k700", "re10k", "perception_test", "waymo", "scannet"])
 def test_task_runs_on_its_reader(name: str, tmp_path) -> None:
     task = get_task(name, **{**SMALL, **EXTRA.get(name, {})})
-    kw = write(name, tmp_path)
-    train = task.dataset("train", data_root=str(tmp_path), **kw)
-    evaluation = task.dataset("test", data_root=str(tmp_path), **kw)
+    write(name, tmp_path)
+    train = task.dataset("train", data_root=str(tmp_path))
+    evaluation = task.dataset("test", data_root=str(tmp_path))
     assert len(train) > 0 and len(evaluation) > 0
     g = torch.Generator().manual_seed(0)
     samples = [task.train_transform(train[i % len(train)], g) for i in range(2)]

@@ -13,7 +13,6 @@ from fourds.data.geometry import HFlip, Resize, apply_geometry, random_resized_c
 from fourds.models import create
 from fourds.tasks import get_task
 
-
 SYNTH = ["synth_tracking", "synth_boxes", "synth_pose", "synth_depth", "synth_motion"]
 TINY = dict(num_frames=8, height=32, width=32, channels=32, num_heads=2, num_samples=6, num_eval_samples=3)
 TINY_EXTRA = {"synth_tracking": dict(embed_dim=64, channels=64), "synth_boxes": dict(embed_dim=32)}
