@@ -1,0 +1,132 @@
+"""Backbone features computed once per clip and shared by every task, seed and evaluation pass.
+
+:class:`FeatureMemo` wraps any Backbone and memoises ``features(video, layers)`` per clip, keyed by a
+hash of the clip's exact float32 pixels: whenever a probe run asks for the features of a clip it has
+seen (another task reading the same clip, another readout seed, the evaluation pass), the stored
+tensors come back, bit-identical to what the backbone would compute (it runs in eval mode under
+``no_grad``, and a batch's clips do not interact). It sits behind the Backbone contract, so the probe
+(``fourds.train.probe.run_probe(..., backbone=memo)``) is unchanged; unlike the probe's
+``--feature-cache`` (keyed per task), one backbone pass serves all five synthetic tasks.
+
+The memo saves to and loads from one safetensors file, so an interrupted demo does not recompute it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from fourds.models.backbone import resolve_layers
+from fourds.models.io import save_weights_atomic
+
+
+def clip_key(clip: Tensor) -> str:
+    """Hash of one clip ``(T, H, W, 3)``: its shape, dtype and every byte of its pixels."""
+    data = clip.detach().to("cpu").contiguous()
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{tuple(data.shape)}:{data.dtype}".encode())
+    h.update(data.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class FeatureMemo(nn.Module):
+    """A Backbone whose ``features`` are memoised per clip (see the module docstring).
+
+    Args:
+        inner: the Backbone (num_layers, dim, patch_size, input_size, features, optionally token_grid).
+
+    Attributes:
+        hits, misses: clips served from the memo and clips the backbone encoded.
+    """
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner.eval().requires_grad_(False)
+        self.num_layers = int(inner.num_layers)
+        self.dim = int(inner.dim)
+        self.patch_size = tuple(inner.patch_size)
+        self.input_size = tuple(inner.input_size)
+        if hasattr(inner, "grid"):
+            self.grid = tuple(inner.grid)
+        self.store: dict[str, dict[int, Tensor]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def token_grid(self, video_shape: Sequence[int]) -> tuple[int, int, int]:
+        fn = getattr(self.inner, "token_grid", None)
+        if callable(fn):
+            return tuple(fn(video_shape))  # type: ignore[return-value]
+        return tuple(self.inner.grid)  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    @torch.no_grad()
+    def features(self, video: Tensor, layers: Sequence[int | float] | None = None) -> list[Tensor]:
+        """``video`` ``(B, T, H, W, 3)`` float in [0, 1] → one ``(B, T', N, C)`` tensor per layer (all
+        ``num_layers + 1`` when ``layers`` is None), from the memo where every asked layer is stored."""
+        wanted = resolve_layers(list(layers), self.num_layers) if layers is not None else list(range(self.num_layers + 1))
+        keys = [clip_key(clip) for clip in video]
+        todo = [b for b, k in enumerate(keys) if not all(layer in self.store.get(k, {}) for layer in wanted)]
+        if todo:
+            feats = self.inner.features(video[todo], layers=wanted)
+            for row, b in enumerate(todo):
+                entry = self.store.setdefault(keys[b], {})
+                for layer, f in zip(wanted, feats):
+                    entry[layer] = f[row].to("cpu", torch.float32).clone()
+        self.misses += len(todo)
+        self.hits += len(keys) - len(todo)
+        device = video.device
+        return [torch.stack([self.store[k][layer] for k in keys]).to(device) for layer in wanted]
+
+    def precompute(self, videos: Iterable[Tensor], layers: Sequence[int], batch_size: int = 16,
+                   progress: Any = None) -> int:
+        """Encode every clip of ``videos`` (each ``(T, H, W, 3)`` float in [0, 1]) not yet stored, in
+        batches; returns how many were encoded. ``progress(n)`` is called after each batch."""
+        pending: list[Tensor] = []
+        seen: set[str] = set()
+        encoded = 0
+
+        def flush() -> None:
+            nonlocal encoded
+            if pending:
+                before = self.misses
+                self.features(torch.stack(pending), layers)
+                encoded += self.misses - before
+                if progress is not None:
+                    progress(len(pending))
+                pending.clear()
+
+        for clip in videos:
+            key = clip_key(clip)
+            if key in seen or all(layer in self.store.get(key, {}) for layer in layers):
+                if progress is not None:
+                    progress(1)
+                continue
+            seen.add(key)
+            pending.append(clip)
+            if len(pending) == batch_size:
+                flush()
+        flush()
+        return encoded
+
+    def save(self, path: str | Path) -> None:
+        """Write the memo to one safetensors file (atomically)."""
+        flat = {f"{key}/{layer}": t for key, entry in self.store.items() for layer, t in entry.items()}
+        save_weights_atomic(flat, Path(path), metadata={"num_layers": str(self.num_layers), "dim": str(self.dim)})
+
+    def load(self, path: str | Path) -> int:
+        """Add the entries of a file written by :meth:`save`; returns how many clips it held."""
+        flat = load_file(str(path))
+        for name, tensor in flat.items():
+            key, layer = name.rsplit("/", 1)
+            if tensor.shape[-1] != self.dim:
+                raise ValueError(f"{path}: features of width {tensor.shape[-1]}, this backbone's is {self.dim}")
+            self.store.setdefault(key, {})[int(layer)] = tensor
+        return len({name.rsplit("/", 1)[0] for name in flat})

@@ -1,0 +1,160 @@
+"""The demo's outputs: ``results.json``, ``results.md``, the plots and the pictures, and the final summary."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from fourds.demo.config import DemoRecipe
+from fourds.demo.pipeline import Entry, Pools, Timings, build_task, probe_dir, say
+from fourds.demo.results import collect, compare, comparisons, markdown_table, verdict_line
+from fourds.models.io import write_json_atomic
+
+
+def _params(out: Path, rows: list[Entry], tasks: list[str], seeds: list[int]) -> dict[str, int]:
+    params = {}
+    for entry in rows:
+        for task in tasks:
+            for seed in seeds:
+                path = probe_dir(out, entry.label, task, seed) / "results.json"
+                if path.is_file():
+                    params[entry.label] = int(json.loads(path.read_text()).get("backbone_params", 0))
+                    break
+            if entry.label in params:
+                break
+    return params
+
+
+def readout_widths(recipe: DemoRecipe, dims: dict[str, int]) -> dict[str, Any]:
+    """Per task: the readout's width settings and its parameter count on each backbone width."""
+    from fourds.tasks import count_readout_params
+
+    widths = {}
+    for name in recipe.tasks:
+        task = build_task(recipe, name)
+        opts = {k: getattr(task, k) for k in ("channels", "num_heads", "embed_dim") if hasattr(task, k)}
+        grid = (recipe.frames // 2, recipe.size // 8, recipe.size // 8)
+        opts["params_by_backbone_width"] = {str(d): count_readout_params(task, d, grid) for d in sorted(set(dims.values()))}
+        widths[name] = opts
+    return widths
+
+
+def stage_times(timings: Timings) -> dict[str, float]:
+    """Seconds per stage, with the per-model feature and probe entries summed as well."""
+    flat = {k: v["seconds"] for k, v in timings.data.items()}
+    for prefix in ("features", "probes"):
+        parts = [v for k, v in flat.items() if k.startswith(prefix + ":")]
+        if parts:
+            flat[prefix] = round(sum(parts), 2)
+    return flat
+
+
+def write_outputs(recipe: DemoRecipe, out: Path, rows: list[Entry], pools: Pools, timings: Timings,
+                  machine_start: dict[str, Any], elapsed: float) -> dict[str, Any]:
+    from fourds.demo.pictures import draw_pictures
+    from fourds.demo.plots import draw_plots
+    from fourds.demo.run import machine_info
+
+    tasks, seeds = list(recipe.tasks), list(recipe.seeds)
+    labels = [e.label for e in rows]
+    table = collect(out / "probes", labels, tasks, seeds)
+    params = _params(out, rows, tasks, seeds)
+    kinds = {e.label: e.kind for e in rows}
+    base = {e.label: e.model.label for e in rows}
+    dims = {e.label: int(e.model.overrides.get("dim", 0)) or _preset_dim(e.model.preset) for e in rows}
+    verdicts = [compare(table, a, b, tasks) for a, b in comparisons(kinds, labels, base)]
+    lines = [verdict_line(v, table) for v in verdicts]
+
+    t_plots = time.perf_counter()
+    figures = draw_plots(out, recipe, table, params, kinds, base)
+    figures += draw_pictures(out, recipe, rows, pools)
+    plots_seconds = time.perf_counter() - t_plots
+
+    md_table = markdown_table(table, tasks, params, kinds)
+    stages = stage_times(timings)
+    results = {
+        "recipe": recipe.name,
+        "table": {label: {t: c.to_dict() for t, c in row.items()} for label, row in table.items()},
+        "models": {e.label: {"kind": e.kind, "model": e.model.label, "preset": e.model.preset,
+                             "params": params.get(e.label), "dim": dims[e.label]} for e in rows},
+        "readouts": readout_widths(recipe, dims),
+        "verdicts": verdicts,
+        "verdict_lines": lines,
+        "win_rule": "a win needs |mean difference| > std_a + std_b over the readout seeds",
+        "seeds": seeds,
+        "timings_s": {**stages, "plots_and_pictures": round(plots_seconds, 2), "this_invocation": round(elapsed, 2)},
+        "machine": {"start": machine_start, "end": machine_info()},
+        "recipe_settings": recipe.to_dict(),
+        "figures": [str(p.relative_to(out)) for p in figures],
+    }
+    write_json_atomic(out / "results.json", results)
+    (out / "results.md").write_text(results_markdown(recipe, results, md_table, lines, out, figures))
+    print_summary(out, md_table, lines, results, figures)
+    return results
+
+
+def _preset_dim(preset: str) -> int:
+    from fourds.models import get_preset
+
+    return int(get_preset(preset).vit["dim"])
+
+
+def results_markdown(recipe: DemoRecipe, results: dict[str, Any], md_table: str, lines: list[str], out: Path,
+                     figures: list[Path]) -> str:
+    t = results["timings_s"]
+    load = results["machine"]["start"]["load_average_1_5_15"]
+    widths = "; ".join(f"{task}: C={w.get('channels')}, {w.get('num_heads')} heads"
+                       + (f", query MLP {w['embed_dim']}" if "embed_dim" in w else "")
+                       + f" ({', '.join(f'{n:,}' for n in w['params_by_backbone_width'].values())} params)"
+                       for task, w in results["readouts"].items())
+    pretrain = "; ".join(f"{m.label} = {m.preset} {m.overrides} for {m.steps} steps x batch {m.batch_size}, lr {m.lr:g}"
+                         for m in recipe.models)
+    md = [
+        "# fourds demo: the paper in miniature", "",
+        f"Recipe `{recipe.name}`: {recipe.train_scenes} training and {recipe.test_scenes} test procedural scenes of "
+        f"{recipe.frames} frames at {recipe.size}x{recipe.size}; SimpleMAE pretraining: {pretrain}. Frozen readouts "
+        f"(the paper's designs, narrower): {widths}; {recipe.probe_steps} steps x batch {recipe.probe_batch}, "
+        f"lr {recipe.probe_lr:g}, one fixed configuration (no selection), mean ± std over readout seeds "
+        f"{list(recipe.seeds)}, reported on the test scenes.", "",
+        "## Frozen evaluation (Table 2 in miniature)", "", md_table, "",
+        "Arrows: ↑ higher is better, ↓ lower is better; bold: best mean of the column. Kinds: `pretrained` (SimpleMAE), "
+        "`random` (same architecture, random initialisation), `perframe` (the pretrained model fed one frame at a time, "
+        "repeated to fill its 2-frame tubelet, time stacked), `distilled` (the largest model distilled into the "
+        "smallest architecture).", "",
+        "## Verdicts", "", f"A win is claimed only beyond the seeds' spread ({results['win_rule']}).", "",
+        *[f"- {line}" for line in lines], "",
+        "## Figures", "",
+        *[f"![{p.stem}]({p.relative_to(out)})" for p in figures if p.suffix == ".png" and p.parent == out / "plots"], "",
+        "Pictures (MAE reconstructions, predicted depth, tracks, boxes, camera trajectories): `pictures/`.", "",
+        "## Time", "",
+        "| stage | seconds |", "|---|---:|",
+        *[f"| {k} | {v:.1f} |" for k, v in t.items() if ":" not in k], "",
+        f"Load average at the start: {load[0]} (1 min), {load[1]} (5 min), {load[2]} (15 min) on "
+        f"{results['machine']['start']['cpu_count']} CPUs.", "",
+    ]
+    return "\n".join(md)
+
+
+def print_summary(out: Path, md_table: str, lines: list[str], results: dict[str, Any], figures: list[Path]) -> None:
+    say("")
+    say(md_table)
+    say("")
+    for line in lines:
+        say("- " + line.replace("**", ""))
+    total = results["timings_s"]
+    say("")
+    say(f"wall time of this run: {total['this_invocation']:.0f} s ("
+        + ", ".join(f"{k} {v:.0f} s" for k, v in total.items() if ":" not in k and k != "this_invocation") + ")")
+    say(f"results:  {out / 'results.md'}  and  {out / 'results.json'}")
+    plots = sorted({str(p.parent) for p in figures if p.parent.name == "plots"})
+    pics = sorted({str(p.parent) for p in figures if p.parent.name != "plots"})
+    if plots:
+        say(f"plots:    {', '.join(plots)}")
+    if pics:
+        say(f"pictures: {', '.join(pics)}")
+    say(f"runs:     {out / 'pretrain'} (models, loss logs), {out / 'probes'} (readouts, per-run results)")
+    if any(not math.isfinite(c["mean"]) for row in results["table"].values() for c in row.values()):
+        say("note: some runs gave no finite metric (shown as —)")

@@ -1,0 +1,241 @@
+"""``fourds demo``: the feature memo, the scene pool, the results logic, and the quick demo end to end
+(interrupted mid-pretraining, resumed, then rerun with every stage skipped)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fourds.demo.features import FeatureMemo, clip_key
+from fourds.demo.results import Cell, best_labels, collect, compare, comparisons, markdown_table, verdict_line
+from fourds.demo.scenes import POOL_KEYS, render_pool
+from fourds.models import create
+from fourds.train.probe import run_probe
+from fourds.train.probe_config import ProbeConfig
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+TINY = {"depth": 2, "dim": 32, "num_heads": 2, "mlp_dim": 64, "input_size": (4, 32, 32), "patch_size": (2, 16, 16)}
+
+
+class Counting(torch.nn.Module):
+    """A backbone that counts the clips it encodes."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.clips = inner, 0
+        for attr in ("num_layers", "dim", "patch_size", "input_size", "grid"):
+            setattr(self, attr, getattr(inner, attr))
+
+    def token_grid(self, shape):
+        return self.inner.token_grid(shape)
+
+    def features(self, video, layers=None):
+        self.clips += video.shape[0]
+        return self.inner.features(video, layers)
+
+
+def tiny_backbone():
+    model = create("4ds-tiny", **TINY)
+    model.init_weights(seed=0)
+    return model.eval()
+
+
+# ------------------------------------------------------------------------------------------ memo
+def test_memo_returns_the_backbones_features_and_encodes_each_clip_once():
+    inner = Counting(tiny_backbone())
+    memo = FeatureMemo(inner)
+    video = torch.rand(3, 4, 32, 32, 3)
+    with torch.no_grad():
+        expected = inner.inner.features(video, layers=[1, 2])
+    got = memo.features(video, layers=[1, 2])
+    assert inner.clips == 3 and memo.misses == 3 and memo.hits == 0
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+    # A batch mixing seen and new clips, in another order: only the new one is encoded, order kept.
+    fresh = torch.rand(1, 4, 32, 32, 3)
+    mixed = torch.cat([video[2:], fresh, video[:1]])
+    out = memo.features(mixed, layers=[2])
+    assert inner.clips == 4 and memo.hits == 2
+    with torch.no_grad():
+        ref = inner.inner.features(mixed, layers=[2])[0]
+    torch.testing.assert_close(out[0], ref, rtol=1e-5, atol=1e-6)
+    # A layer not stored yet is a miss (the clip is encoded again for it).
+    memo.features(video[:1], layers=[0])
+    assert inner.clips == 5
+    assert [f.shape for f in memo.features(video[:1], layers=[0, 1, 2])] == [f[:1].shape for f in expected[:1]] * 3
+
+
+def test_memo_keys_see_every_pixel_and_the_store_round_trips(tmp_path):
+    clip = torch.rand(4, 32, 32, 3)
+    other = clip.clone()
+    other[3, 31, 31, 2] += 1e-6
+    assert clip_key(clip) == clip_key(clip.clone()) and clip_key(clip) != clip_key(other)
+    assert clip_key(clip) != clip_key(clip.double())
+    memo = FeatureMemo(tiny_backbone())
+    videos = [torch.rand(4, 32, 32, 3) for _ in range(5)]
+    assert memo.precompute(videos + videos[:2], [1, 2], batch_size=2) == 5
+    assert memo.precompute(videos, [1, 2]) == 0  # everything stored
+    memo.save(tmp_path / "f.safetensors")
+    again = FeatureMemo(Counting(tiny_backbone()))
+    assert again.load(tmp_path / "f.safetensors") == 5
+    stack = torch.stack(videos)
+    for a, b in zip(memo.features(stack, [1, 2]), again.features(stack, [1, 2])):
+        assert torch.equal(a, b)
+    assert again.inner.clips == 0
+    wide = FeatureMemo(create("4ds-tiny", **{**TINY, "dim": 16, "num_heads": 2}))
+    with pytest.raises(ValueError, match="width"):
+        wide.load(tmp_path / "f.safetensors")
+
+
+def test_probe_through_the_memo_matches_the_plain_backbone_and_reuses_features_across_tasks(tmp_path):
+    from fourds.tasks import get_task
+
+    pool = render_pool(tmp_path / "scenes", 7, 6, frames=4, size=32, num_tracks=8)
+    data = {"train": pool, "eval": pool}
+    counting = Counting(tiny_backbone())
+    memo = FeatureMemo(counting)
+    common = dict(backbone="tiny", steps=3, batch_size=2, warmup_steps=1, lrs=[1e-3], layers=[2], select_on="eval",
+                  tensorboard=False, save_every=3)
+    results = {}
+    for name in ("synth_depth", "synth_pose"):
+        ov = {"num_frames": 4, "input_size": (32, 32), "augment": False, "channels": 16, "num_heads": 2,
+              "short_side_factor": 1.0}
+        task = get_task(name, **ov)
+        plain = run_probe(ProbeConfig(task=name, out=str(tmp_path / f"{name}-plain"), **common),
+                          backbone=tiny_backbone(), task=task, datasets=data)
+        memoised = run_probe(ProbeConfig(task=name, out=str(tmp_path / f"{name}-memo"), **common),
+                             backbone=memo, task=task, datasets=data)
+        for key, value in plain["test"].items():
+            assert math.isclose(value, memoised["test"][key], rel_tol=1e-4, abs_tol=1e-6), (name, key)
+        results[name] = memoised
+    # Both tasks read the same 6 clips (identical geometry): the second task encoded nothing.
+    assert counting.clips == 6 and len(memo) == 6
+
+
+# ------------------------------------------------------------------------------------------ scenes
+def test_scene_pool_renders_in_chunks_resumes_and_refuses_other_settings(tmp_path):
+    first = render_pool(tmp_path / "p", 3, 5, frames=4, size=24, num_tracks=8, chunk=2)
+    assert len(first) == 5 and set(first[0]) == set(POOL_KEYS) and first[0]["video"].dtype == torch.uint8
+    assert sorted(p.name for p in (tmp_path / "p").glob("chunk_*")) == ["chunk_0000.safetensors",
+                                                                          "chunk_0001.safetensors",
+                                                                          "chunk_0002.safetensors"]
+    (tmp_path / "p" / "chunk_0001.safetensors").unlink()  # as if killed while rendering chunk 1
+    counted = []
+    again = render_pool(tmp_path / "p", 3, 5, frames=4, size=24, num_tracks=8, chunk=2, workers=2,
+                        progress=counted.append)
+    assert sum(counted) == 5
+    for a, b in zip(first.samples, again.samples):
+        assert all(torch.equal(a[k], b[k]) for k in POOL_KEYS)
+    with pytest.raises(ValueError, match="other settings"):
+        render_pool(tmp_path / "p", 3, 5, frames=4, size=32, num_tracks=8, chunk=2)
+
+
+# ------------------------------------------------------------------------------------------ results
+def cell(values, direction="higher", units="fraction", metric="t/m"):
+    return Cell(metric, direction, units, list(values))
+
+
+def test_compare_calls_a_win_only_beyond_the_sum_of_the_stds():
+    table = {
+        "a": {"up": cell([0.50, 0.52, 0.54]), "down": cell([1.0, 1.1, 1.2], "lower", "m"), "tie": cell([0.5, 0.6])},
+        "b": {"up": cell([0.40, 0.42, 0.44]), "down": cell([0.5, 0.55, 0.6], "lower", "m"), "tie": cell([0.45, 0.55])},
+    }
+    res = compare(table, "a", "b", ["up", "down", "tie", "missing"])
+    # up: diff 0.10 > 0.02 + 0.02 -> win; down: a is higher (worse), diff 0.55 > 0.1 + 0.05 -> loss;
+    # tie: diff 0.05 < std(0.5, 0.6) + std(0.45, 0.55) = 0.0707 + 0.0707.
+    assert res["wins"] == ["up"] and res["losses"] == ["down"] and res["ties"] == ["tie"]
+    assert math.isclose(res["tasks"]["up"]["spread"], 0.04, rel_tol=1e-9)
+    line = verdict_line(res, table)
+    assert "better beyond the seeds' spread on 1 of 3 tasks (up)" in line and "worse on 1 (down)" in line
+    assert "up better (+10.0 vs spread 4.00)" in line  # fractions shown as percentages
+
+
+def test_table_bolds_the_best_mean_per_column_with_direction_arrows():
+    table = {"x": {"t1": cell([0.2, 0.4]), "t2": cell([2.0, 2.0], "lower", "m")},
+             "y": {"t1": cell([0.5, 0.5]), "t2": cell([1.0, 3.0], "lower", "m")}}
+    assert best_labels(table, "t1") == {"y"} and best_labels(table, "t2") == {"x", "y"}
+    md = markdown_table(table, ["t1", "t2"], {"x": 2_000_000, "y": 3_500_000}, {"x": "random", "y": "pretrained"})
+    lines = md.splitlines()
+    assert "t1 m (%) ↑" in lines[0] and "t2 m ↓" in lines[0]
+    assert lines[2] == "| x | random | 2.00 | 30.0 ± 14.1 | **2.00 ± 0.000** |"
+    assert lines[3] == "| y | pretrained | 3.50 | **50.0 ± 0.000** | **2.00 ± 1.41** |"
+
+
+def test_comparisons_pair_each_model_with_its_baselines():
+    kinds = {"n-random": "random", "n": "pretrained", "m-random": "random", "m-perframe": "perframe", "m": "pretrained",
+             "n-distilled": "distilled"}
+    base = {"n-random": "n", "n": "n", "m-random": "m", "m-perframe": "m", "m": "m", "n-distilled": "n"}
+    pairs = comparisons(kinds, list(kinds), base)
+    assert pairs == [("n", "n-random"), ("m", "m-random"), ("m", "m-perframe"), ("m", "n"), ("n-distilled", "n")]
+
+
+def test_collect_reads_each_seeds_test_metric(tmp_path):
+    for seed, value in ((0, 0.25), (1, 0.75)):
+        folder = tmp_path / "lab" / "task" / f"seed{seed}"
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps({
+            "primary_metric": "task/acc", "direction": "higher", "primary_units": "fraction",
+            "test": {"task/acc": value}}))
+    table = collect(tmp_path, ["lab", "absent"], ["task"], [0, 1, 2])
+    assert list(table) == ["lab"] and table["lab"]["task"].values == [0.25, 0.75]
+    assert math.isclose(table["lab"]["task"].std, math.sqrt(0.125))
+
+
+# ------------------------------------------------------------------------------------------ end to end
+def test_quick_demo_interrupted_resumed_and_rerun(tmp_path):
+    out = tmp_path / "demo"
+    env = {**os.environ, "PYTHONPATH": SRC, "FOURDS_FAULT_AT_STEP": "3"}
+    # SIGKILL inside the first model's pretraining, right before step 3 (after its step-2 checkpoint).
+    killed = subprocess.run([sys.executable, "-m", "fourds", "demo", "--quick", "--out", str(out)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    ckpts = sorted(p.name for p in (out / "pretrain" / "nano" / "checkpoints").iterdir())
+    assert ckpts and not (out / "pretrain" / "nano" / "model").exists()
+
+    from fourds.cli import main
+
+    t0 = time.perf_counter()
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    first = time.perf_counter() - t0
+    res = json.loads((out / "results.json").read_text())
+    log = (out / "pretrain" / "nano" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log][-1] == 6  # resumed, finished
+    labels = ["nano-random", "nano", "micro-random", "micro-perframe", "micro"]
+    tasks = ["synth_tracking", "synth_boxes", "synth_pose", "synth_depth", "synth_motion"]
+    assert list(res["table"]) == labels
+    for label in labels:
+        assert list(res["table"][label]) == tasks
+        for t in tasks:
+            c = res["table"][label][t]
+            assert len(c["values"]) == 2 and all(math.isfinite(v) for v in c["values"]), (label, t)
+    assert res["readouts"]["synth_depth"]["channels"] == 32
+    assert res["verdict_lines"] and all(k in res["timings_s"] for k in ("scenes", "pretrain", "features", "probes"))
+    md = (out / "results.md").read_text()
+    assert "↑" in md and "↓" in md and "**" in md and "±" in md
+    for name in ("pretraining_loss", "tasks_bars", "metric_vs_size"):
+        assert (out / "plots" / f"{name}.png").is_file(), name
+    assert (out / "pictures" / "mae_reconstruction_micro.png").is_file()
+    for t in ("synth_depth", "synth_tracking", "synth_boxes", "synth_pose"):
+        assert list((out / "pictures" / t).glob("micro_*.png")), t
+    assert not (out / "cache").exists()
+
+    stamp = (out / "probes" / "micro" / "synth_depth" / "seed0" / "results.json").stat().st_mtime_ns
+    t0 = time.perf_counter()
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["table"] == res["table"]
+    assert (out / "probes" / "micro" / "synth_depth" / "seed0" / "results.json").stat().st_mtime_ns == stamp
+    timings = json.loads((out / "state" / "timings.json").read_text())
+    assert timings["pretrain"]["invocations"] == 2 and "features:micro" in timings
+    print(f"quick demo: {first:.1f} s after the kill, rerun {time.perf_counter() - t0:.1f} s")
+
+    with pytest.raises(ValueError, match="another recipe"):
+        from fourds.demo import default_recipe, run_demo
+
+        run_demo(out, recipe=default_recipe())
