@@ -15,8 +15,10 @@ with it. In every frame it is projected with the camera; it is **visible** when
    plane (slope-aware, so sloped surfaces such as the ground are not flagged occluded by the pixel
    quantisation).
 
-Queries are kept only if visible in frame 0 (candidates are drawn in random order, the first
-``num_tracks`` visible ones are kept).
+Queries are kept only if visible in frame 0: candidates are drawn in random order and the first
+``num_tracks`` visible ones are kept (the rest of the frame's pixels are tried when the first
+``2 * num_tracks`` do not hold enough; only a frame with fewer qualifying pixels than ``num_tracks``
+keeps some invisible queries).
 
 **Boxes** are the *visible extent* of each object: the tight pixel rectangle ``(x0, y0, x1, y1)``
 (``x1``, ``y1`` exclusive) of the object's pixels in the rendered id buffer, so clipped to the image and
@@ -159,10 +161,12 @@ def point_tracks(scene: Scene, rendering: Rendering, gen: torch.Generator, num_t
     h, w = scene.height, scene.width
     if num_tracks > h * w:
         raise ValueError(f"num_tracks={num_tracks} exceeds the {h}x{w} = {h * w} pixels of a frame; lower it")
-    pool = min(h * w, 2 * num_tracks)
-    candidates = _query_candidates(gen, rendering.surface[0], pool, object_fraction)
-    tracks = _follow(scene, rendering, candidates, tolerance)
+    order = _query_candidates(gen, rendering.surface[0], h * w, object_fraction)  # every pixel, random order
+    tracks = _follow(scene, rendering, order[:min(h * w, 2 * num_tracks)], tolerance)
     ok = tracks.visible[:, 0]
+    if int(ok.sum()) < num_tracks < h * w:  # rare: many grazing pixels; try them all
+        tracks = _follow(scene, rendering, order, tolerance)
+        ok = tracks.visible[:, 0]
     order = torch.cat([torch.nonzero(ok).flatten(), torch.nonzero(~ok).flatten()])[:num_tracks]
     return Tracks(*(getattr(tracks, f)[order] for f in Tracks.__dataclass_fields__))
 
