@@ -15,7 +15,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,12 @@ from fourds.models.registry import simple_mae
 from fourds.models.simple_mae import SimpleMAE
 from fourds.seeding import derive_seed
 from fourds.train.checkpoint import Checkpointer
-from fourds.train.config import PretrainConfig
+from fourds.train.config import PretrainConfig, resume_config
 from fourds.train.distributed import (
     DistInfo,
     all_reduce_mean,
     all_reduce_min,
+    all_reduce_sum,
     apply_block_switches,
     init_distributed,
     resolve_strategy,
@@ -138,29 +139,47 @@ def _grad_sync(model: nn.Module, strategy: str, sync: bool) -> contextlib.Abstra
 
 
 def _check_run_dir(cfg: PretrainConfig, ckpt: Checkpointer) -> None:
-    out = Path(cfg.out)
     if not cfg.resume and ckpt.latest() is not None:
         raise ValueError(
-            f"--out {out} already holds checkpoints ({ckpt.latest().name}); pass --resume to continue "
+            f"--out {cfg.out} already holds checkpoints ({ckpt.latest().name}); pass --resume to continue "
             f"that run, or choose a new --out"
         )
-    saved = out / "config.json"
-    if cfg.resume and saved.is_file():
-        before = json.loads(saved.read_text())
-        ignore = {"resume", "steps", "save_every", "log_every", "num_workers", "keep_checkpoints", "debug_rank_logs", "max_decode_failures"}
-        changed = {k: (before.get(k), v) for k, v in cfg.to_dict().items() if k not in ignore and before.get(k) != v}
-        if changed:
-            log.warning("resuming with a changed config (old, new): %s", changed)
 
 
-def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
+def saved_run_config(out: Path) -> dict[str, Any] | None:
+    """The configuration a run folder was started with: ``config.json``, else the one stored in its
+    newest checkpoint; ``None`` for a folder without either."""
+    path = out / "config.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    steps = sorted((out / "checkpoints").glob("step_*/train_state.pt"))
+    if steps:
+        from fourds.train.checkpoint import safe_load
+
+        return safe_load(steps[-1]).get("config")
+    return None
+
+
+def pretrain(cfg: PretrainConfig, source: VideoSource | None = None, explicit: Iterable[str] | None = None) -> Path:
     """Run (or resume) SimpleMAE pretraining; returns the final model folder ``<out>/model``.
+
+    Resuming (``cfg.resume``) continues the run saved in ``cfg.out`` with *its* configuration; of the keys
+    in ``explicit`` only :data:`fourds.train.config.RESUMABLE_KEYS` (steps, logging, checkpointing,
+    workers, devices, ...) are taken from ``cfg``, and any other one that differs from the saved value is
+    refused (see :func:`fourds.train.config.resume_config`).
 
     Args:
         cfg: the run configuration (``None`` fields take the preset's defaults).
         source: clips to train on; default: ``build_pretrain_source(cfg.data, ...)`` (folder, manifest,
             shards, ``synthetic`` or ``random``).
+        explicit: the fields the caller set (the CLI passes the flags given); default: the fields of
+            ``cfg`` that differ from the dataclass defaults.
     """
+    if cfg.resume:
+        saved = saved_run_config(Path(cfg.out))
+        if saved is not None:
+            given = cfg.non_default_keys() if explicit is None else set(explicit)
+            cfg = resume_config(saved, cfg, given, str(Path(cfg.out) / "config.json"))
     cfg = cfg.resolved()
     info = init_distributed(cfg.device)
     strategy = resolve_strategy(cfg.strategy, info)
@@ -170,8 +189,11 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
     out = Path(cfg.out)
     ckpt = Checkpointer(out / "checkpoints", info, keep=cfg.keep_checkpoints, sharded=strategy == "fsdp")
     _check_run_dir(cfg, ckpt)
-    if info.is_main:
-        write_json_atomic(out / "config.json", {**cfg.to_dict(), "world_size": info.world_size, "strategy_resolved": strategy})
+    if info.is_main and cfg.warmup_steps > cfg.steps:
+        log.warning(
+            "--warmup-steps %d > --steps %d: the learning rate never reaches its peak --lr %g (it stops at %.3g); "
+            "lower --warmup-steps", cfg.warmup_steps, cfg.steps, cfg.lr, cfg.lr * (cfg.steps - 1) / cfg.warmup_steps,
+        )
 
     model, core = build_model(cfg, info, strategy, bf16)
     groups = param_groups(core, cfg.weight_decay, core.no_weight_decay(cfg.exempt_biases_from_wd, cfg.exempt_latents_from_wd))
@@ -182,6 +204,7 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
     source = source if source is not None else build_pretrain_source(cfg.data, cfg.seed, cfg.image_size, decode_short_side)
     num_videos = len(source) if hasattr(source, "__len__") else 0
     failures = DecodeFailures(max(num_videos, 1), cfg.max_decode_failures)
+    failures_all_reduce = lambda counts: all_reduce_sum(counts, info.device)  # noqa: E731
 
     start_step = 0
     latest = ckpt.latest()
@@ -195,9 +218,19 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
                 "the data source had %s videos when the checkpoint was written and has %d now: the sample order "
                 "of the resumed run differs from the original run's", data_state.get("num_videos"), num_videos,
             )
+        if start_step > cfg.steps:
+            raise ValueError(f"--steps {cfg.steps} is below the step of the checkpoint to resume, {latest} "
+                             f"(step {start_step}); give --steps >= {start_step}")
+        saved_steps = state.get("config", {}).get("steps", cfg.steps)
+        if saved_steps != cfg.steps and info.is_main:
+            log.info("--steps %d (was %d): the cosine decay is stretched to the new length from step %d on",
+                     cfg.steps, saved_steps, start_step)
         log.info("resumed from %s at step %d (next sample %d)", latest, start_step, start_step * cfg.batch_size)
     elif cfg.resume:
         log.warning("--resume given but %s has no checkpoint; starting from scratch", out / "checkpoints")
+    # Written only now that the config, the model, the data source and the checkpoint are known good.
+    if info.is_main:
+        write_json_atomic(out / "config.json", {**cfg.to_dict(), "world_size": info.world_size, "strategy_resolved": strategy})
 
     spec = ClipSpec(cfg.num_frames, cfg.frame_stride, cfg.image_size, cfg.min_resize, cfg.max_resize, cfg.flip)
     sampler = StepBatchSampler(start_step, cfg.steps, cfg.batch_size, info.rank, info.world_size, cfg.grad_accum)
@@ -237,8 +270,9 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
                 for m in range(cfg.grad_accum):
                     td = time.perf_counter()
                     batch = next(batches)
-                    if "failed" in batch:
-                        failures.update([line for item in batch["failed"] for line in item.split("\n") if line])
+                    if "failed" in batch:  # file sources: every batch reports its skipped bad videos
+                        failures.update([line for item in batch["failed"] for line in item.split("\n") if line],
+                                        samples=len(batch["sample_id"]), check=False)
                     video = to_float(batch["video"].to(info.device, non_blocking=True))
                     data_time += time.perf_counter() - td
                     seeds = [derive_seed(cfg.seed, int(n), 1) for n in batch["sample_id"]]
@@ -248,6 +282,8 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
                     loss.backward()
                     loss_sum += loss.detach()
                 loss_value = float(all_reduce_mean(loss_sum))
+                if num_videos:  # summed over ranks, so every rank takes the same stop decision
+                    failures.commit(failures_all_reduce)
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
                 grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
                 finite = all_reduce_min(float(math.isfinite(loss_value) and math.isfinite(grad_norm)), info.device)
