@@ -50,7 +50,9 @@ def resolve_backbone(spec: str, overrides: dict[str, Any] | None = None, seed: i
         return model
     try:
         from fourds.models.adapters import build_backbone
-    except ImportError:
+    except ModuleNotFoundError as err:
+        if err.name != "fourds.models.adapters":  # a missing dependency *inside* the adapters: show it
+            raise
         build_backbone = None
     if build_backbone is not None:
         return build_backbone(spec)
