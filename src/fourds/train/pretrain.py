@@ -15,7 +15,8 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,12 @@ from fourds.models.registry import simple_mae
 from fourds.models.simple_mae import SimpleMAE
 from fourds.seeding import derive_seed
 from fourds.train.checkpoint import Checkpointer
-from fourds.train.config import PretrainConfig
+from fourds.train.config import RESUMABLE_KEYS, PretrainConfig, resume_config
 from fourds.train.distributed import (
     DistInfo,
     all_reduce_mean,
     all_reduce_min,
+    all_reduce_sum,
     apply_block_switches,
     init_distributed,
     resolve_strategy,
@@ -82,14 +84,20 @@ class _StopFlag:
 
 
 def build_model(cfg: PretrainConfig, info: DistInfo, strategy: str, bf16: bool) -> tuple[nn.Module, SimpleMAE]:
-    """The trained module (maybe DDP/FSDP-wrapped) and the plain SimpleMAE inside it.
-
-    Built on the meta device, parallelised, then materialised and initialised with per-parameter seeds,
-    so every strategy and world size starts from the same weights and no rank ever holds a full copy
-    under FSDP (only one full parameter at a time while initialising).
-    """
+    """The trained module (maybe DDP/FSDP-wrapped) and the plain SimpleMAE inside it."""
     with torch.device("meta"):
         model = simple_mae(cfg.model, **cfg.model_kwargs())
+    return parallelize_and_init(model, cfg, info, strategy, bf16)
+
+
+def parallelize_and_init(model: nn.Module, cfg: Any, info: DistInfo, strategy: str, bf16: bool) -> tuple[nn.Module, Any]:
+    """Apply the block switches and the strategy to a model built on the meta device, then materialise
+    and initialise it with per-parameter seeds (``model.init_weights(seed)`` / ``model.init_parameter``).
+
+    Every strategy and world size thus starts from the same weights, and no rank ever holds a full copy
+    under FSDP (only one full parameter at a time while initialising). Returns (trained module, plain
+    module inside it).
+    """
     apply_block_switches(model, cfg.activation_checkpointing, cfg.compile)
     if strategy == "fsdp":
         shard_fsdp(model, info, bf16)
@@ -147,21 +155,28 @@ def _check_run_dir(cfg: PretrainConfig, ckpt: Checkpointer) -> None:
     saved = out / "config.json"
     if cfg.resume and saved.is_file():
         before = json.loads(saved.read_text())
-        ignore = {"resume", "steps", "save_every", "log_every", "num_workers", "keep_checkpoints", "debug_rank_logs", "max_decode_failures"}
+        ignore = RESUMABLE_KEYS
         changed = {k: (before.get(k), v) for k, v in cfg.to_dict().items() if k not in ignore and before.get(k) != v}
         if changed:
             log.warning("resuming with a changed config (old, new): %s", changed)
 
 
-def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
-    """Run (or resume) SimpleMAE pretraining; returns the final model folder ``<out>/model``.
+@dataclass
+class Run:
+    """Where a training run executes: process/device, strategy, precision, run folder, checkpoints."""
 
-    Args:
-        cfg: the run configuration (``None`` fields take the preset's defaults).
-        source: clips to train on; default: ``build_pretrain_source(cfg.data, ...)`` (folder, manifest,
-            shards, ``synthetic`` or ``random``).
-    """
-    cfg = cfg.resolved()
+    info: DistInfo
+    strategy: str
+    bf16: bool
+    out: Path
+    ckpt: Checkpointer
+
+
+def start_run(cfg: Any, write_config: bool = True) -> Run:
+    """Process group, strategy and precision; refuses to overwrite a run without ``--resume``; writes
+    the resolved config beside the run (rank 0; with ``write_config=False`` the caller does, with
+    :func:`write_run_config`, once the start has succeeded). ``cfg`` is a resolved training config
+    (:class:`PretrainConfig` or one with the same run fields, e.g. the distillation config)."""
     info = init_distributed(cfg.device)
     strategy = resolve_strategy(cfg.strategy, info)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and info.device.type == "cuda")
@@ -170,56 +185,169 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
     out = Path(cfg.out)
     ckpt = Checkpointer(out / "checkpoints", info, keep=cfg.keep_checkpoints, sharded=strategy == "fsdp")
     _check_run_dir(cfg, ckpt)
-    if info.is_main:
-        write_json_atomic(out / "config.json", {**cfg.to_dict(), "world_size": info.world_size, "strategy_resolved": strategy})
+    run = Run(info, strategy, bf16, out, ckpt)
+    if write_config:
+        write_run_config(cfg, run)
+    return run
 
-    model, core = build_model(cfg, info, strategy, bf16)
-    groups = param_groups(core, cfg.weight_decay, core.no_weight_decay(cfg.exempt_biases_from_wd, cfg.exempt_latents_from_wd))
-    optimizer = build_adamw(groups, cfg.lr, (cfg.beta1, cfg.beta2), info.device)
 
-    # The source first: a missing path or an empty source fails here, before any worker starts.
+def write_run_config(cfg: Any, run: Run) -> None:
+    """``<out>/config.json``: the resolved configuration (rank 0)."""
+    if run.info.is_main:
+        write_json_atomic(run.out / "config.json", {**cfg.to_dict(), "world_size": run.info.world_size,
+                                                    "strategy_resolved": run.strategy})
+
+
+def saved_run_config(out: Path) -> dict[str, Any] | None:
+    """The configuration a run folder was started with: ``config.json``, else the one stored in its
+    newest checkpoint; ``None`` for a folder without either."""
+    path = out / "config.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    steps = sorted((out / "checkpoints").glob("step_*/train_state.pt"))
+    if steps:
+        from fourds.train.checkpoint import safe_load
+
+        return safe_load(steps[-1]).get("config")
+    return None
+
+
+@dataclass
+class Data:
+    """The clip source of a run and its bad-video bookkeeping."""
+
+    source: Any
+    num_videos: int
+    failures: DecodeFailures
+
+
+def open_data(cfg: Any, source: VideoSource | None) -> Data:
+    """``source`` or the one ``cfg.data`` names; a missing path or an empty source fails here, before any
+    worker starts."""
     decode_short_side = math.ceil((cfg.max_resize or cfg.min_resize) * cfg.image_size)
     source = source if source is not None else build_pretrain_source(cfg.data, cfg.seed, cfg.image_size, decode_short_side)
     num_videos = len(source) if hasattr(source, "__len__") else 0
-    failures = DecodeFailures(max(num_videos, 1), cfg.max_decode_failures)
+    return Data(source, num_videos, DecodeFailures(max(num_videos, 1), cfg.max_decode_failures))
 
-    start_step = 0
-    latest = ckpt.latest()
+
+def resume_run(cfg: Any, run: Run, core: nn.Module, optimizer: torch.optim.Optimizer, data: Data) -> int:
+    """Restore the latest checkpoint when resuming; returns the step to start from."""
+    latest = run.ckpt.latest()
     if cfg.resume and latest is not None:
-        state = ckpt.load(latest, core, optimizer)
+        state = run.ckpt.load(latest, core, optimizer)
         start_step = int(state["step"])
+        if start_step > cfg.steps:
+            raise ValueError(f"--steps {cfg.steps} is below the step of the checkpoint to resume, {latest} "
+                             f"(step {start_step}); give --steps >= {start_step}")
+        saved_steps = state.get("config", {}).get("steps", cfg.steps)
+        if saved_steps != cfg.steps and run.info.is_main:
+            log.info("--steps %d (was %d): the cosine decay is stretched to the new length from step %d on",
+                     cfg.steps, saved_steps, start_step)
         data_state = state.get("data", {})
-        failures.load_state_dict(data_state.get("failures", {}))
-        if data_state.get("num_videos", num_videos) != num_videos:
+        data.failures.load_state_dict(data_state.get("failures", {}))
+        if data_state.get("num_videos", data.num_videos) != data.num_videos:
             log.warning(
                 "the data source had %s videos when the checkpoint was written and has %d now: the sample order "
-                "of the resumed run differs from the original run's", data_state.get("num_videos"), num_videos,
+                "of the resumed run differs from the original run's", data_state.get("num_videos"), data.num_videos,
             )
         log.info("resumed from %s at step %d (next sample %d)", latest, start_step, start_step * cfg.batch_size)
-    elif cfg.resume:
-        log.warning("--resume given but %s has no checkpoint; starting from scratch", out / "checkpoints")
+        return start_step
+    if cfg.resume:
+        log.warning("--resume given but %s has no checkpoint; starting from scratch", run.out / "checkpoints")
+    return 0
 
+
+def clip_loader(cfg: Any, run: Run, data: Data, start_step: int) -> tuple[Any, StepBatchSampler]:
+    """The step-indexed loader of pretraining clips for steps ``start_step .. cfg.steps - 1``."""
     spec = ClipSpec(cfg.num_frames, cfg.frame_stride, cfg.image_size, cfg.min_resize, cfg.max_resize, cfg.flip)
+    info = run.info
     sampler = StepBatchSampler(start_step, cfg.steps, cfg.batch_size, info.rank, info.world_size, cfg.grad_accum)
-    loader = make_loader(PretrainClips(source, spec, cfg.seed), sampler, cfg.num_workers, info.device.type == "cuda")
+    loader = make_loader(PretrainClips(data.source, spec, cfg.seed), sampler, cfg.num_workers, info.device.type == "cuda")
+    return loader, sampler
+
+
+def pretrain(cfg: PretrainConfig, source: VideoSource | None = None, explicit: Iterable[str] | None = None) -> Path:
+    """Run (or resume) SimpleMAE pretraining; returns the final model folder ``<out>/model``.
+
+    Resuming (``cfg.resume``) continues the run saved in ``cfg.out`` with *its* configuration; of the keys
+    in ``explicit`` only :data:`fourds.train.config.RESUMABLE_KEYS` (steps, logging, checkpointing,
+    workers, devices, ...) are taken from ``cfg``, and any other one that differs from the saved value is
+    refused (see :func:`fourds.train.config.resume_config`). ``config.json`` is written once the start
+    has succeeded (config, model, data source and checkpoint all good).
+
+    Args:
+        cfg: the run configuration (``None`` fields take the preset's defaults).
+        source: clips to train on; default: ``build_pretrain_source(cfg.data, ...)`` (folder, manifest,
+            shards, ``synthetic`` or ``random``).
+        explicit: the fields the caller set (the CLI passes the flags given); default: the fields of
+            ``cfg`` that differ from the dataclass defaults.
+    """
+    if cfg.resume:
+        saved = saved_run_config(Path(cfg.out))
+        if saved is not None:
+            given = cfg.non_default_keys() if explicit is None else set(explicit)
+            cfg = resume_config(saved, cfg, given, str(Path(cfg.out) / "config.json"))
+    cfg = cfg.resolved()
+    run = start_run(cfg, write_config=False)
+    info = run.info
+    if info.is_main and cfg.warmup_steps > cfg.steps:
+        log.warning(
+            "--warmup-steps %d > --steps %d: the learning rate never reaches its peak --lr %g (it stops at %.3g); "
+            "lower --warmup-steps", cfg.warmup_steps, cfg.steps, cfg.lr, cfg.lr * (cfg.steps - 1) / cfg.warmup_steps,
+        )
+    model, core = build_model(cfg, info, run.strategy, run.bf16)
+    groups = param_groups(core, cfg.weight_decay, core.no_weight_decay(cfg.exempt_biases_from_wd, cfg.exempt_latents_from_wd))
+    optimizer = build_adamw(groups, cfg.lr, (cfg.beta1, cfg.beta2), info.device)
+    data = open_data(cfg, source)
+    start_step = resume_run(cfg, run, core, optimizer, data)
+    write_run_config(cfg, run)  # only now that the config, the model, the data and the checkpoint are good
+    loader, sampler = clip_loader(cfg, run, data, start_step)
 
     micro = sampler.micro
     step_flops = mae_train_flops(cfg.model, cfg.model_kwargs(), micro) * cfg.grad_accum * info.world_size
-    peak = peak_flops(info.device)
     if info.is_main:
         n_params = sum(p.numel() for p in core.parameters())
         log.info(
             "pretraining %s (%.2fM params) on %s x%d [%s, %s]: global batch %d (%d per rank x %d accum), "
             "lr %.2e, %d warm-up, %d steps",
-            cfg.model, n_params / 1e6, info.device.type, info.world_size, strategy, "bf16" if bf16 else "fp32",
+            cfg.model, n_params / 1e6, info.device.type, info.world_size, run.strategy, "bf16" if run.bf16 else "fp32",
             cfg.batch_size, micro, cfg.grad_accum, cfg.lr, cfg.warmup_steps, cfg.steps,
         )
 
-    logger = RunLogger(out, total=cfg.steps, initial=start_step, enabled=info.is_main, desc=f"pretrain {cfg.model}")
-    rank_log = open(out / f"rank{info.rank}.jsonl", "a", buffering=1) if cfg.debug_rank_logs else None
+    def mae_loss(video: torch.Tensor, batch: dict) -> torch.Tensor:
+        seeds = [derive_seed(cfg.seed, int(n), 1) for n in batch["sample_id"]]
+        return model(video, sample_seeds=seeds).loss
+
+    step = train_loop(cfg, run, model, core, optimizer, loader, data, start_step, mae_loss, step_flops,
+                      desc=f"pretrain {cfg.model}")
+    final = run.out / "model"
+    if step == cfg.steps:
+        export_model(core, final, info, run.strategy, extra={"pretrain": {"steps": cfg.steps, "data": cfg.data}})
+    return final
+
+
+def train_loop(
+    cfg: Any, run: Run, model: nn.Module, core: nn.Module, optimizer: torch.optim.Optimizer, loader: Any,
+    data: Data, start_step: int, compute_loss: Callable[[torch.Tensor, dict], torch.Tensor], step_flops: float,
+    desc: str, extra_scalars: Callable[[], dict[str, float]] | None = None,
+) -> int:
+    """The optimisation loop shared by pretraining and distillation; returns the last step reached.
+
+    Per step: warm-up + cosine learning rate, ``cfg.grad_accum`` micro-batches of ``compute_loss(video,
+    batch)`` (video ``(b, T, S, S, 3)`` float32 in [0, 1] on the device; called inside the gradient-sync
+    and autocast contexts), gradient clipping, a non-finite check before the optimiser step, logging
+    every ``cfg.log_every`` steps (``extra_scalars()`` adds to the logged scalars; it runs on every rank,
+    so it may all-reduce), and a full checkpoint every ``cfg.save_every`` steps, at the end and on
+    SIGTERM/SIGINT.
+    """
+    info, strategy, ckpt = run.info, run.strategy, run.ckpt
+    peak = peak_flops(info.device)
+    logger = RunLogger(run.out, total=cfg.steps, initial=start_step, enabled=info.is_main, desc=desc)
+    rank_log = open(run.out / f"rank{info.rank}.jsonl", "a", buffering=1) if cfg.debug_rank_logs else None
     fault_step = int(os.environ.get(FAULT_ENV, "-1"))
-    autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if bf16 and strategy != "fsdp" else contextlib.nullcontext()
+    autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if run.bf16 and strategy != "fsdp" else contextlib.nullcontext()
     params = [p for p in core.parameters() if p.requires_grad]
+    failures, num_videos = data.failures, data.num_videos
     batches: Iterator[dict] = iter(loader)
     model.train()
     step = start_step
@@ -237,17 +365,18 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
                 for m in range(cfg.grad_accum):
                     td = time.perf_counter()
                     batch = next(batches)
-                    if "failed" in batch:
-                        failures.update([line for item in batch["failed"] for line in item.split("\n") if line])
+                    if "failed" in batch:  # file sources: every batch reports its skipped bad videos
+                        failures.update([line for item in batch["failed"] for line in item.split("\n") if line],
+                                        samples=len(batch["sample_id"]), check=False)
                     video = to_float(batch["video"].to(info.device, non_blocking=True))
                     data_time += time.perf_counter() - td
-                    seeds = [derive_seed(cfg.seed, int(n), 1) for n in batch["sample_id"]]
                     with _grad_sync(model, strategy, m == cfg.grad_accum - 1), autocast:
-                        out_ = model(video, sample_seeds=seeds)
-                        loss = out_.loss / cfg.grad_accum
+                        loss = compute_loss(video, batch) / cfg.grad_accum
                     loss.backward()
                     loss_sum += loss.detach()
                 loss_value = float(all_reduce_mean(loss_sum))
+                if num_videos:  # summed over ranks, so every rank takes the same stop decision
+                    failures.commit(lambda counts: all_reduce_sum(counts, info.device))
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
                 grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
                 finite = all_reduce_min(float(math.isfinite(loss_value) and math.isfinite(grad_norm)), info.device)
@@ -274,6 +403,8 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
                         scalars["mfu"] = step_flops / dt / peak
                     if num_videos:
                         scalars.update(failures.scalars())
+                    if extra_scalars is not None:
+                        scalars.update(extra_scalars())
                     logger.log(step, scalars, bar={"loss": f"{loss_value:.4f}", "clips/s": f"{cfg.batch_size / dt:.1f}"})
                 stop_now = all_reduce_min(0.0 if stop.requested else 1.0, info.device) < 1.0
                 if step % cfg.save_every == 0 or step == cfg.steps or stop_now:
@@ -286,11 +417,7 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
         logger.close()
         if rank_log is not None:
             rank_log.close()
-
-    final = out / "model"
-    if step == cfg.steps:
-        export_model(core, final, info, strategy, extra={"pretrain": {"steps": cfg.steps, "data": cfg.data}})
-    return final
+    return step
 
 
 def data_state_dict(step: int, cfg: PretrainConfig, num_videos: int, failures: DecodeFailures) -> dict[str, Any]:
@@ -310,12 +437,22 @@ def data_state_dict(step: int, cfg: PretrainConfig, num_videos: int, failures: D
     }
 
 
-def export_model(core: nn.Module, folder: Path, info: DistInfo, strategy: str, extra: dict[str, Any]) -> None:
-    """Write the plain model folder (gathering the full state dict from FSDP shards when needed)."""
+def export_model(core: nn.Module, folder: Path, info: DistInfo, strategy: str, extra: dict[str, Any],
+                 submodule: str | None = None) -> None:
+    """Write the plain model folder (gathering the full state dict from FSDP shards when needed).
+
+    With ``submodule`` (e.g. ``"encoder"``) only that part of ``core`` is exported.
+    """
     state = None
     if strategy == "fsdp":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         state = get_model_state_dict(core, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if submodule:
+            prefix = submodule + "."
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    module = unwrap(core)
+    if submodule:
+        module = module.get_submodule(submodule)
     if info.is_main:
-        save_model(unwrap(core), folder, state_dict=state, extra=extra)
+        save_model(module, folder, state_dict=state, extra=extra)
