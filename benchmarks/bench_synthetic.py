@@ -48,12 +48,12 @@ def main() -> None:
     print(f"{'setting':44s} {'clips/s (cpu)':>14s} {'clips/s (wall)':>15s}")
     for frames, side in ((16, 128), (16, 64), (32, 128)):
         ds = SyntheticScenes(frames, side, side, seed=0, num_samples=n + 1)
-        wall, cpu = _time(lambda i: ds[i], n)
+        wall, cpu = _time(lambda i, ds=ds: ds[i], n)
         print(f"{f'SyntheticScenes {frames}x{side}x{side} (all ground truth)':44s} {cpu:14.1f} {wall:15.1f}")
     for side in (148, 74):
         src = SyntheticVideos((side, side), seed=0)
         gen = torch.Generator()
-        wall, cpu = _time(lambda i: src.clip(i, 16, 2, gen), n)
+        wall, cpu = _time(lambda i, src=src, gen=gen: src.clip(i, 16, 2, gen), n)
         print(f"{f'SyntheticVideos 16x{side}x{side} (video only, uint8)':44s} {cpu:14.1f} {wall:15.1f}")
 
     if args.label_check:

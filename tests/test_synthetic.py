@@ -66,14 +66,14 @@ def test_same_seed_and_index_is_bit_identical_across_processes_and_threads(ds, s
     assert not torch.equal(other["video"], again["video"])
     path = tmp_path / "s.pt"
     code = (
-        "import torch, sys; torch.set_num_threads(2); from fourds.data.synthetic import SyntheticScenes; "
+        "import torch, sys; torch.set_num_threads(1); from fourds.data.synthetic import SyntheticScenes; "
         f"s = SyntheticScenes(num_frames={T}, height={H}, width={W}, seed=3, num_samples=50, num_tracks={P}, "
         f"max_objects={O})[1]; torch.save(s, sys.argv[1])"
     )
     subprocess.run([sys.executable, "-c", code, str(path)], check=True)
     theirs = torch.load(path, weights_only=True)
     assert all(torch.equal(samples[1][k], theirs[k]) for k in samples[1])
-    loaded = list(DataLoader(torch.utils.data.Subset(ds, [1]), batch_size=None, num_workers=1))[0]
+    loaded = next(iter(DataLoader(torch.utils.data.Subset(ds, [1]), batch_size=None, num_workers=1)))
     assert torch.equal(loaded["video"], samples[1]["video"]) and torch.equal(loaded["visible"], samples[1]["visible"])
 
 
