@@ -86,6 +86,7 @@ def label_readout_check(num_train: int = 1500, num_test: int = 500, epochs: int 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_label_needs_time():
     r = label_readout_check()
     print(r)
