@@ -23,7 +23,7 @@ from torch import Tensor
 from fourds.data.synthetic import intersect
 from fourds.data.synthetic.camera import camera_rays, sphere_screen_windows, world_to_camera
 from fourds.data.synthetic.scene import SPHERE, Scene
-from fourds.data.synthetic.textures import albedo, albedo_many, to_dtype
+from fourds.data.synthetic.textures import albedo, to_dtype
 
 BACKDROP, GROUND, FIRST_OBJECT = 0, 1, 2
 BACKDROP_BRIGHTNESS = 0.9
@@ -106,18 +106,21 @@ def cast(scene: Scene, origins: Tensor, directions: Tensor, dd: Tensor | None = 
     return best, surface
 
 
-def object_frames(scene: Scene, obj: Tensor, frames: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
-    """Local coordinates and world unit normals ``(N, 3)`` of world ``points`` ``(N, 3)`` on objects
-    ``obj`` ``(N,)`` at ``frames`` ``(N,)`` (each point in its object's frame at its time)."""
-    pose = scene.object_to_world.reshape(-1, 4, 4)[obj * scene.num_frames + frames]  # (N, 4, 4)
-    rot = pose[:, :3, :3]
-    local = (rot * (points - pose[:, :3, 3])[:, :, None]).sum(1)  # R^T (p - c)
-    sphere = local / local.norm(dim=-1, keepdim=True)
-    half = scene.size[obj]
-    face = (local.abs() / half).argmax(dim=-1, keepdim=True)
-    box = torch.zeros_like(local).scatter_(1, face, torch.sign(local.gather(1, face)))
-    n_local = torch.where((scene.shape[obj] == SPHERE)[:, None], sphere, box)
-    return local, (rot * n_local[:, None, :]).sum(-1)  # R n
+def object_frames(scene: Scene, o: int, frames: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
+    """Local coordinates and world unit normals ``(3, N)`` (components first) of world ``points``
+    ``(3, N)`` on the surface of object ``o`` at ``frames`` ``(N,)``."""
+    # Per-point pose entries, row-major [R | t]: (12, N), gathered from the object's per-frame poses.
+    pose = scene.object_to_world[o, :, :3, :].reshape(-1, 12).index_select(0, frames).t()
+    rel = [points[k] - pose[4 * k + 3] for k in range(3)]
+    local = torch.stack([torch.addcmul(torch.addcmul(pose[j] * rel[0], pose[4 + j], rel[1]), pose[8 + j], rel[2])
+                         for j in range(3)])
+    if int(scene.shape[o]) == SPHERE:
+        n_local = local / float(scene.size[o, 0])  # on the sphere |local| = r
+    else:
+        n_local = intersect.box_normal(local, scene.size[o])
+    normal = torch.stack([torch.addcmul(torch.addcmul(pose[4 * i] * n_local[0], pose[4 * i + 1], n_local[1]),
+                                        pose[4 * i + 2], n_local[2]) for i in range(3)])
+    return local, normal
 
 
 def _shadows(scene: Scene, points: Tensor, surface: Tensor) -> Tensor:
@@ -180,13 +183,15 @@ def render(scene: Scene, shadows: bool = True) -> Rendering:
         idx_np = np.flatnonzero(ids >= FIRST_OBJECT if group == FIRST_OBJECT else ids == group)
         if idx_np.size == 0:
             continue
+        if group == FIRST_OBJECT:  # sorted by object (stable: frame-major within each): a slice per object
+            idx_np = idx_np[np.argsort(ids[idx_np], kind="stable")]
         idx = torch.from_numpy(idx_np)
         sigma = flat_depth.index_select(0, idx).mul_(footprint)
         p = flat_points.index_select(1, idx)
         if group == BACKDROP:  # seen nearly head-on from inside (the camera stays near the centre)
             colour = albedo(bank, BACKDROP, p, sigma).mul_(BACKDROP_BRIGHTNESS)
         elif group == GROUND:
-            cos = torch.rsqrt(dd.expand(t_, h, w).reshape(-1).index_select(0, idx))
+            cos = torch.rsqrt(dd.reshape(-1).index_select(0, idx % (h * w)))
             cos.mul_(directions[2].reshape(-1).index_select(0, idx).abs_())
             colour = albedo(bank, GROUND, p, sigma.div_(cos.clamp_min_(_MIN_COS)))
             diffuse = max(float(light[2]), 0.0) * (1.0 - ambient)
@@ -194,14 +199,25 @@ def render(scene: Scene, shadows: bool = True) -> Rendering:
                      else torch.full_like(sigma, ambient + diffuse))
             colour.mul_(shade[:, None])
         else:
-            obj = torch.from_numpy(ids[idx_np]) - FIRST_OBJECT
-            d = directions.reshape(3, -1).index_select(1, idx).t()
-            local, normal = object_frames(scene, obj, torch.div(idx, h * w, rounding_mode="floor"), p.t())
-            cos = (normal * d).sum(-1).abs_().div_(d.norm(dim=-1))
-            colour = albedo_many(bank, obj + FIRST_OBJECT, local, sigma.div_(cos.clamp_min_(_MIN_COS)))
-            diffuse = (normal * light).sum(-1).clamp_min_(0.0)
-            if lit is not None:
-                diffuse.mul_(lit.index_select(0, idx))
-            colour.mul_(diffuse.mul_(1.0 - ambient).add_(ambient)[:, None])
+            inv_len = torch.rsqrt(dd.reshape(-1).index_select(0, idx % (h * w)))
+            d = directions.reshape(3, -1).index_select(1, idx)
+            frames = torch.div(idx, h * w, rounding_mode="floor")
+            counts = np.bincount(ids[idx_np] - FIRST_OBJECT, minlength=scene.num_objects).tolist()
+            colour = torch.empty(len(idx), 3)
+            lit_o = lit.index_select(0, idx) if lit is not None else None
+            start = 0
+            for o, count in enumerate(counts):
+                if count == 0:
+                    continue
+                seg = slice(start, start + count)
+                start += count
+                local, normal = object_frames(scene, o, frames[seg], p[:, seg])
+                cos = intersect._dot(normal, d[:, seg]).abs_().mul_(inv_len[seg])
+                c = albedo(bank, FIRST_OBJECT + o, local, sigma[seg].div_(cos.clamp_min_(_MIN_COS)))
+                diffuse = (normal[0] * float(light[0])).add_(normal[1], alpha=float(light[1]))
+                diffuse = diffuse.add_(normal[2], alpha=float(light[2])).clamp_min_(0.0)
+                if lit_o is not None:
+                    diffuse.mul_(lit_o[seg])
+                colour[seg] = c.mul_(diffuse.mul_(1.0 - ambient).add_(ambient)[:, None])
         video.index_copy_(0, idx, colour)
     return Rendering(video=video.reshape(t_, h, w, 3), depth=depth, surface=surface)

@@ -185,32 +185,3 @@ def albedo(bank: TextureBank, s: int, points: Tensor, sigma: Tensor) -> Tensor:
     mean, diff = 0.5 * (c0 + c1), 0.5 * (c1 - c0)
     detail = _waves(points, s2, bank.detail[s], bank.detail_phase[s]).mul_(float(bank.detail_amp[s]) / NUM_WAVES).add_(1.0)
     return torch.addcmul(mean, mix[:, None], diff[None]).mul_(detail[:, None]).clamp_(0.0, 1.0)
-
-
-def _sum_of_sines(points: Tensor, vectors: Tensor, phases: Tensor) -> Tensor:
-    """``sum_k sin(w_k . p + phi_k)`` with per-point waves: ``points`` ``(N, 3)``, ``vectors``
-    ``(N, K, 3)``, ``phases`` ``(N, K)`` → ``(N,)``."""
-    return _sin_((vectors * points[:, None, :]).sum(-1).add_(phases)).sum(-1)
-
-
-def albedo_many(bank: TextureBank, ids: Tensor, points: Tensor, sigma: Tensor) -> Tensor:
-    """RGB albedo ``(N, 3)`` of points on several non-flat surfaces at once: surface ``ids`` ``(N,)``,
-    local points ``(N, 3)``, footprint std ``sigma`` ``(N,)``. Same values as :func:`albedo` (up to
-    float rounding); every pattern is evaluated for every point and the surface's kind selected, which
-    is cheaper than one pass per surface when each covers few pixels (the objects)."""
-    s2 = sigma * sigma
-    kind, f = bank.kind[ids], math.pi / bank.cell[ids]
-    phase = bank.phase[ids]
-    checker = _sin_(points * f[:, None] + phase).prod(-1).mul_(_exp_(s2 * f * f * -1.5))
-    stripes = _sin_((points * bank.axis[ids]).sum(-1).mul_(f).add_(phase[:, 0])).mul_(_exp_(s2 * f * f * -0.5))
-    waves = bank.waves[ids]
-    noise = _sum_of_sines(points, waves, bank.wave_phase[ids]).mul_(
-        _exp_(s2 * waves.square().sum(-1).mean(-1) * -0.5)).mul_(_NOISE_GAIN / _GAIN)
-    signal = torch.where(kind == CHECKER, checker, torch.where(kind == STRIPES, stripes, noise))
-    mix = _tanh_(signal.mul_(_GAIN))
-    detail_waves = bank.detail[ids]
-    detail = _sum_of_sines(points, detail_waves, bank.detail_phase[ids]).mul_(
-        _exp_(s2 * detail_waves.square().sum(-1).mean(-1) * -0.5)).mul_(bank.detail_amp[ids] / NUM_WAVES).add_(1.0)
-    colours = bank.colours[ids]
-    mean, diff = 0.5 * (colours[:, 0] + colours[:, 1]), 0.5 * (colours[:, 1] - colours[:, 0])
-    return torch.addcmul(mean, mix[:, None], diff).mul_(detail[:, None]).clamp_(0.0, 1.0)
