@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fourds.cli.data_cmd",
     "fourds.cli.probe_cmd",
     "fourds.cli.report_cmd",
+    "fourds.cli.bench_cmd",
 )
 
 
