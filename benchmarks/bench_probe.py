@@ -142,23 +142,30 @@ def measure(kind: str, k: int, backbone: nn.Module, steps: int, batch: int, clip
             "forward_calls": res["backbone_forward_calls"]["train"], "steps": steps}
 
 
-def measure_all(quick: bool = False, steps: int | None = None, batch: int | None = None) -> dict:
+def measure_all(quick: bool = False, steps: int | None = None, batch: int | None = None,
+                depth_steps: int | None = None) -> dict:
     """K = 6 vs K = 1 step time for the ssv2 and depth readouts; returns the raw figures.
 
-    ``quick``: a smoke run of the plumbing (4ds-tiny at 16x64x64, readouts 4x narrower, batch 1, 3 steps)."""
+    Steps per configuration: ``steps`` (default 3: a warm-up and 2 timed) for the ssv2 readout, whose
+    ratio has a goal, and ``depth_steps`` (default 2: 1 timed) for the dense one, reported only and 3x
+    dearer per step. ``quick``: a smoke run of the plumbing (4ds-tiny at 16x64x64, readouts 4x narrower).
+    """
     torch.manual_seed(0)
     # 4ds-tiny has 4 blocks, where 0.75 and 0.95 are the same layer: sweep 0.5 / 0.95 there.
     model, clip, sweep = ("4ds-tiny", QUICK_CLIP, (0.5, 0.95)) if quick else ("4ds-b", CLIP, (0.75, 0.95))
     scale = 4 if quick else 1
     steps = steps or 3
+    depth_steps = depth_steps or min(steps, 2)
     batch = batch or 1
     backbone = create(model, input_size=clip).eval()
-    out: dict = {"device": "cpu", "threads": torch.get_num_threads(), "batch": batch, "steps": steps,
+    out: dict = {"device": "cpu", "threads": torch.get_num_threads(), "batch": batch,
+                 "steps": {"ssv2": steps, "depth": depth_steps},
                  "model": model, "clip": "x".join(map(str, clip)), "sweep_layers": list(sweep),
                  "readout_widths": {"ssv2": 768 // scale, "depth": 1024 // scale}}
     for kind in ("ssv2", "depth"):
-        one = measure(kind, 1, backbone, steps, batch, clip, model, sweep, scale)
-        six = measure(kind, 6, backbone, steps, batch, clip, model, sweep, scale)
+        n = steps if kind == "ssv2" else depth_steps
+        one = measure(kind, 1, backbone, n, batch, clip, model, sweep, scale)
+        six = measure(kind, 6, backbone, n, batch, clip, model, sweep, scale)
         out[kind] = {"k1": one, "k6": six, "ratio": six["step_s"] / one["step_s"]}
     out["ssv2_goal_met"] = out["ssv2"]["ratio"] <= 1.5
     return out
@@ -179,7 +186,8 @@ def run(quick: bool = False, context: dict | None = None) -> dict:
         figs.append(figure(f"{label}: backbone forward calls / steps (K=6)", six["forward_calls"] / six["steps"],
                            "calls/step", goal="== 1 (one pass for all K)", met=six["forward_calls"] == six["steps"]))
     notes = [f"{r['model']} frozen, {r['clip']} clips, batch {r['batch']}, {r['threads']} CPU threads, fp32; median "
-             f"of {r['steps'] - 1} timed steps after a warm-up step. K=6 = 3 learning rates x layers "
+             f"of {r['steps']['ssv2'] - 1} (ssv2) / {r['steps']['depth'] - 1} (depth) timed steps after a warm-up "
+             "step. K=6 = 3 learning rates x layers "
              f"{'/'.join(map(str, r['sweep_layers']))}; K=1 = layer 0.95."]
     if quick:
         notes.insert(0, "QUICK smoke run: 4ds-tiny at 16x64x64, readouts 4x narrower — plumbing only, not the 4DS-B figures.")
@@ -190,9 +198,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4ds-tiny at 16x64x64 (plumbing only)")
     parser.add_argument("--steps", type=int, default=None, help="probe steps per configuration (default 3, first untimed)")
+    parser.add_argument("--depth-steps", type=int, default=None, help="steps for the dense readout (default 2)")
     parser.add_argument("--batch", type=int, default=None, help="clips per step (default 1)")
     args = parser.parse_args()
-    r = measure_all(quick=args.quick, steps=args.steps, batch=args.batch)
+    r = measure_all(quick=args.quick, steps=args.steps, batch=args.batch, depth_steps=args.depth_steps)
     print(f"{r['model']} frozen probe, {r['clip']}, batch {r['batch']}, {r['threads']} CPU thread(s); "
           f"median step time after a warm-up step")
     print(f"{'readout':<8} {'K':>2} {'step s':>8} {'backbone s':>11} {'heads s':>8} {'fwd calls':>10}")
