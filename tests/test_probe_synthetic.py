@@ -1,18 +1,10 @@
-"""``fourds probe`` / ``fourds report`` end to end on the synthetic tasks with a tiny backbone (CPU, CI-sized).
-
-Skipped until ``fourds.tasks`` (the tasks branch) is present.
-"""
+"""``fourds probe`` / ``fourds report`` end to end on the synthetic tasks with a tiny backbone (CPU, CI-sized)."""
 
 import json
 from pathlib import Path
 
-import pytest
-
-tasks = pytest.importorskip("fourds.tasks")
-if not hasattr(tasks, "list_tasks"):  # the empty package directory before the tasks branch lands
-    pytest.skip("fourds.tasks has no registry yet", allow_module_level=True)
-
-from fourds.cli import main  # noqa: E402
+from fourds import tasks
+from fourds.cli import main
 
 SYNTH = [name for name in tasks.list_tasks() if name.startswith("synth_")]
 COMMON = ["--backbone", "4ds-tiny", "--backbone-overrides", "depth=2", "--steps", "2", "--batch-size", "2",

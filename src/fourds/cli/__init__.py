@@ -22,6 +22,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fourds.cli.data_cmd",
     "fourds.cli.probe_cmd",
     "fourds.cli.report_cmd",
+    "fourds.cli.distill_cmd",
+    "fourds.cli.synth_cmd",
     "fourds.cli.bench_cmd",
 )
 

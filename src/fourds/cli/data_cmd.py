@@ -56,9 +56,18 @@ def run_shard(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------- check
 def add_check_args(p: argparse.ArgumentParser) -> None:
     """Arguments of ``data check`` (kept separate so other sources of videos can add theirs)."""
-    p.add_argument("src", metavar="SRC", nargs="?", help="folder of videos, manifest, or shards")
-    p.add_argument("--limit", type=int, default=None, help="check only the first N videos")
+    p.add_argument("src", metavar="SRC", nargs="?", help="folder of videos, manifest, or shards; with --dataset: "
+                   "the dataset root")
+    p.add_argument("--limit", type=int, default=None, help="check only the first N videos (per split with --dataset)")
     p.add_argument("--quick", action="store_true", help="open and index each video without decoding its frames")
+    p.add_argument("--dataset", default=None, metavar="NAME",
+                   help="check a copy of a real dataset (ssv2, k700, re10k, perception_test, tapvid_davis, "
+                   "tapvid_kinetics, movi_e, waymo, scannet): counts per split, missing and unreadable files, "
+                   "label coverage (layouts: docs/datasets.md)")
+    p.add_argument("--split", dest="splits", action="append", default=None, metavar="SPLIT",
+                   help="with --dataset: check only this split (repeatable; default: every split of the dataset)")
+    p.add_argument("--strict", action="store_true",
+                   help="with --dataset: also fail (exit 1) when files the annotations list are missing")
 
 
 def _register_check(sub: argparse._SubParsersAction) -> None:
@@ -66,7 +75,9 @@ def _register_check(sub: argparse._SubParsersAction) -> None:
         "check",
         help="decode every video once and report the unreadable ones",
         description="Decodes every frame of every video once (with --quick: only opens and indexes it) and "
-        "lists those that fail. Exit status 1 when any failed.",
+        "lists those that fail. Exit status 1 when any failed. With --dataset NAME, SRC is the root of a real "
+        "dataset: per split, the item counts, files the annotations list but the disk lacks, unreadable files "
+        "and label coverage.",
     )
     add_check_args(p)
     p.set_defaults(func=run_check)
@@ -75,6 +86,8 @@ def _register_check(sub: argparse._SubParsersAction) -> None:
 def run_check(args: argparse.Namespace) -> int:
     from fourds.data.sources import open_collection
 
+    if getattr(args, "dataset", None):
+        return run_dataset_check(args)
     if args.src is None:
         raise ValueError("fourds data check needs SRC (a folder of videos, a manifest or shards)")
     collection = open_collection(args.src)
@@ -86,6 +99,24 @@ def run_check(args: argparse.Namespace) -> int:
             print(f"  {key}: {reason}")
         return 1
     return 0
+
+
+def run_dataset_check(args: argparse.Namespace) -> int:
+    """``fourds data check ROOT --dataset NAME``: exit 1 when a split is unreadable or has unreadable items."""
+    from fourds.data.datasets.check import check_dataset, format_report
+
+    if args.src is None:
+        raise ValueError(f"fourds data check --dataset {args.dataset} needs ROOT (the folder holding the dataset)")
+    report = check_dataset(args.src, args.dataset, splits=args.splits, quick=args.quick, limit=args.limit)
+    print("\n".join(format_report(args.dataset, args.src, report)))
+    present = [r for r in report.values() if r["present"]]
+    if not present:
+        print(f"no split of {args.dataset} found at {args.src}; the expected layout:")
+        print(next(iter(report.values()))["error"])
+        return 1
+    failed = any(r.get("bad") or ("error" in r and "items" not in r) for r in present)
+    failed |= args.strict and any(r.get("missing") for r in present)
+    return 1 if failed else 0
 
 
 def check_collection(collection, limit: int | None = None, quick: bool = False, progress: bool = True) -> dict:  # type: ignore[no-untyped-def]
@@ -106,7 +137,35 @@ def check_collection(collection, limit: int | None = None, quick: bool = False, 
     return {"checked": n, "ok": n - len(bad), "frames": frames, "bad": bad}
 
 
+# ------------------------------------------------------------------------------------- waymo-slim
+def _register_waymo_slim(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "waymo-slim",
+        help="rewrite Waymo v2 camera_image files for streaming (one camera, sorted, small row groups)",
+        description="One-time preparation for the Waymo reader: DST/<split>/camera_image/<segment>.parquet holds "
+        "only CAMERA's rows, sorted by timestamp, in row groups of a few frames, so a clip reads little more "
+        "than its own frames; camera_box and camera_calibration are copied. Read DST like the original.",
+    )
+    p.add_argument("src", metavar="SRC", help="Waymo v2 root (with <split>/camera_image/) or one split folder")
+    p.add_argument("dst", metavar="DST", help="output root")
+    p.add_argument("--split", dest="splits", action="append", default=None, metavar="SPLIT",
+                   help="split(s) to rewrite (default: training and validation)")
+    p.add_argument("--camera", default="FRONT", help="camera to keep (default FRONT)")
+    p.add_argument("--row-group-size", type=int, default=4, help="frames per row group (default 4)")
+    p.set_defaults(func=run_waymo_slim)
+
+
+def run_waymo_slim(args: argparse.Namespace) -> int:
+    from fourds.data.datasets.waymo import slim_segments
+
+    for split in args.splits or ["training", "validation"]:
+        done = slim_segments(args.src, args.dst, split, camera=args.camera, row_group_size=args.row_group_size)
+        print(f"{split}: rewrote {len(done)} segments into {args.dst}")
+    return 0
+
+
 SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "shard": _register_shard,
     "check": _register_check,
+    "waymo-slim": _register_waymo_slim,
 }

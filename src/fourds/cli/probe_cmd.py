@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Writes <out>/results.json, per-readout metrics.jsonl/TensorBoard, heads/ and checkpoints/.",
     )
     add_dataclass_args(p, ProbeConfig, skip=set(_LISTS))
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="folder of the task's real dataset (passed to the task as data_kwargs['data_root']; "
+                   "layouts: docs/datasets.md; check it first with `fourds data check DIR --dataset NAME`)")
     for name, (help_, _) in _LISTS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, nargs="+", default=None, metavar="V", help=help_)
     p.set_defaults(func=run)
@@ -48,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     from fourds.train.probe_config import ProbeConfig
 
     cfg = dataclass_from_args(ProbeConfig, args)
+    if args.data_root is not None:
+        if not os.path.isdir(args.data_root):
+            raise FileNotFoundError(f"--data-root {args.data_root}: no such folder")
+        cfg.data_kwargs = {**cfg.data_kwargs, "data_root": args.data_root}
     for name in ("lrs", "weight_decays"):
         values = _split(getattr(args, name))
         if values is not None:

@@ -112,31 +112,7 @@ class PretrainConfig:
         return cfg
 
     def validate(self) -> None:
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ValueError(msg)
-
-        need(self.strategy in STRATEGIES, f"--strategy {self.strategy!r}: choose one of {STRATEGIES}")
-        need(self.precision in PRECISIONS, f"--precision {self.precision!r}: choose one of {PRECISIONS}")
-        need(self.device in DEVICES, f"--device {self.device!r}: choose one of {DEVICES}")
-        for name in ("steps", "batch_size", "num_frames", "frame_stride", "image_size", "grad_accum",
-                     "save_every", "log_every", "keep_checkpoints"):
-            value = getattr(self, name)
-            need(value is None or (isinstance(value, int) and value >= 1),
-                 f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        need(self.warmup_steps is None or self.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {self.warmup_steps}")
-        need(self.lr is None or self.lr > 0, f"--lr must be > 0, got {self.lr}")
-        need(self.min_lr >= 0, f"--min-lr must be >= 0, got {self.min_lr}")
-        need(self.weight_decay is None or self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
-        need(self.grad_clip >= 0, f"--grad-clip must be >= 0 (0 disables), got {self.grad_clip}")
-        need(self.min_resize is None or self.min_resize >= 1.0,
-             f"--min-resize must be >= 1 (the short side is resized to factor x crop), got {self.min_resize}")
-        need(self.max_resize is None or (self.min_resize is not None and self.max_resize >= self.min_resize),
-             f"--max-resize ({self.max_resize}) must be >= --min-resize ({self.min_resize})")
-        need(self.num_workers >= 0, f"--num-workers must be >= 0, got {self.num_workers}")
-        need(0.0 <= self.max_decode_failures <= 1.0,
-             f"--max-decode-failures is a fraction in [0, 1], got {self.max_decode_failures}")
-        need(self.keep_checkpoints >= 1, "--keep-checkpoints must be >= 1")
+        validate_run_fields(self)
 
     def model_kwargs(self) -> dict[str, Any]:
         """Overrides for :func:`fourds.models.simple_mae`: the clip size sets the input size."""
@@ -155,3 +131,34 @@ class PretrainConfig:
         if unknown:
             raise ValueError(f"unknown pretraining config keys {sorted(unknown)}; valid: {sorted(known)}")
         return cls(**data)
+
+
+def validate_run_fields(cfg: Any) -> None:
+    """Checks shared by every config with the training-run fields of :class:`PretrainConfig` (the
+    distillation config too); errors name the flag and the valid values."""
+
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ValueError(msg)
+
+    need(cfg.strategy in STRATEGIES, f"--strategy {cfg.strategy!r}: choose one of {STRATEGIES}")
+    need(cfg.precision in PRECISIONS, f"--precision {cfg.precision!r}: choose one of {PRECISIONS}")
+    need(cfg.device in DEVICES, f"--device {cfg.device!r}: choose one of {DEVICES}")
+    for name in ("steps", "batch_size", "num_frames", "frame_stride", "image_size", "grad_accum",
+                 "save_every", "log_every", "keep_checkpoints"):
+        value = getattr(cfg, name)
+        need(value is None or (isinstance(value, int) and value >= 1),
+             f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+    need(cfg.warmup_steps is None or cfg.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {cfg.warmup_steps}")
+    need(cfg.lr is None or cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}")
+    need(cfg.min_lr >= 0, f"--min-lr must be >= 0, got {cfg.min_lr}")
+    need(cfg.weight_decay is None or cfg.weight_decay >= 0, f"--weight-decay must be >= 0, got {cfg.weight_decay}")
+    need(cfg.grad_clip >= 0, f"--grad-clip must be >= 0 (0 disables), got {cfg.grad_clip}")
+    need(cfg.min_resize is None or cfg.min_resize >= 1.0,
+         f"--min-resize must be >= 1 (the short side is resized to factor x crop), got {cfg.min_resize}")
+    need(cfg.max_resize is None or (cfg.min_resize is not None and cfg.max_resize >= cfg.min_resize),
+         f"--max-resize ({cfg.max_resize}) must be >= --min-resize ({cfg.min_resize})")
+    need(cfg.num_workers >= 0, f"--num-workers must be >= 0, got {cfg.num_workers}")
+    need(0.0 <= cfg.max_decode_failures <= 1.0,
+         f"--max-decode-failures is a fraction in [0, 1], got {cfg.max_decode_failures}")
+    need(cfg.keep_checkpoints >= 1, "--keep-checkpoints must be >= 1")

@@ -15,7 +15,8 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +83,20 @@ class _StopFlag:
 
 
 def build_model(cfg: PretrainConfig, info: DistInfo, strategy: str, bf16: bool) -> tuple[nn.Module, SimpleMAE]:
-    """The trained module (maybe DDP/FSDP-wrapped) and the plain SimpleMAE inside it.
-
-    Built on the meta device, parallelised, then materialised and initialised with per-parameter seeds,
-    so every strategy and world size starts from the same weights and no rank ever holds a full copy
-    under FSDP (only one full parameter at a time while initialising).
-    """
+    """The trained module (maybe DDP/FSDP-wrapped) and the plain SimpleMAE inside it."""
     with torch.device("meta"):
         model = simple_mae(cfg.model, **cfg.model_kwargs())
+    return parallelize_and_init(model, cfg, info, strategy, bf16)
+
+
+def parallelize_and_init(model: nn.Module, cfg: Any, info: DistInfo, strategy: str, bf16: bool) -> tuple[nn.Module, Any]:
+    """Apply the block switches and the strategy to a model built on the meta device, then materialise
+    and initialise it with per-parameter seeds (``model.init_weights(seed)`` / ``model.init_parameter``).
+
+    Every strategy and world size thus starts from the same weights, and no rank ever holds a full copy
+    under FSDP (only one full parameter at a time while initialising). Returns (trained module, plain
+    module inside it).
+    """
     apply_block_switches(model, cfg.activation_checkpointing, cfg.compile)
     if strategy == "fsdp":
         shard_fsdp(model, info, bf16)
@@ -153,15 +160,21 @@ def _check_run_dir(cfg: PretrainConfig, ckpt: Checkpointer) -> None:
             log.warning("resuming with a changed config (old, new): %s", changed)
 
 
-def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
-    """Run (or resume) SimpleMAE pretraining; returns the final model folder ``<out>/model``.
+@dataclass
+class Run:
+    """Where a training run executes: process/device, strategy, precision, run folder, checkpoints."""
 
-    Args:
-        cfg: the run configuration (``None`` fields take the preset's defaults).
-        source: clips to train on; default: ``build_pretrain_source(cfg.data, ...)`` (folder, manifest,
-            shards, ``synthetic`` or ``random``).
-    """
-    cfg = cfg.resolved()
+    info: DistInfo
+    strategy: str
+    bf16: bool
+    out: Path
+    ckpt: Checkpointer
+
+
+def start_run(cfg: Any) -> Run:
+    """Process group, strategy and precision; refuses to overwrite a run without ``--resume``; writes
+    the resolved config beside the run (rank 0). ``cfg`` is a resolved training config
+    (:class:`PretrainConfig` or one with the same run fields, e.g. the distillation config)."""
     info = init_distributed(cfg.device)
     strategy = resolve_strategy(cfg.strategy, info)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and info.device.type == "cuda")
@@ -172,54 +185,119 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
     _check_run_dir(cfg, ckpt)
     if info.is_main:
         write_json_atomic(out / "config.json", {**cfg.to_dict(), "world_size": info.world_size, "strategy_resolved": strategy})
+    return Run(info, strategy, bf16, out, ckpt)
 
-    model, core = build_model(cfg, info, strategy, bf16)
-    groups = param_groups(core, cfg.weight_decay, core.no_weight_decay(cfg.exempt_biases_from_wd, cfg.exempt_latents_from_wd))
-    optimizer = build_adamw(groups, cfg.lr, (cfg.beta1, cfg.beta2), info.device)
 
-    # The source first: a missing path or an empty source fails here, before any worker starts.
+@dataclass
+class Data:
+    """The clip source of a run and its bad-video bookkeeping."""
+
+    source: Any
+    num_videos: int
+    failures: DecodeFailures
+
+
+def open_data(cfg: Any, source: VideoSource | None) -> Data:
+    """``source`` or the one ``cfg.data`` names; a missing path or an empty source fails here, before any
+    worker starts."""
     decode_short_side = math.ceil((cfg.max_resize or cfg.min_resize) * cfg.image_size)
     source = source if source is not None else build_pretrain_source(cfg.data, cfg.seed, cfg.image_size, decode_short_side)
     num_videos = len(source) if hasattr(source, "__len__") else 0
-    failures = DecodeFailures(max(num_videos, 1), cfg.max_decode_failures)
+    return Data(source, num_videos, DecodeFailures(max(num_videos, 1), cfg.max_decode_failures))
 
-    start_step = 0
-    latest = ckpt.latest()
+
+def resume_run(cfg: Any, run: Run, core: nn.Module, optimizer: torch.optim.Optimizer, data: Data) -> int:
+    """Restore the latest checkpoint when resuming; returns the step to start from."""
+    latest = run.ckpt.latest()
     if cfg.resume and latest is not None:
-        state = ckpt.load(latest, core, optimizer)
+        state = run.ckpt.load(latest, core, optimizer)
         start_step = int(state["step"])
         data_state = state.get("data", {})
-        failures.load_state_dict(data_state.get("failures", {}))
-        if data_state.get("num_videos", num_videos) != num_videos:
+        data.failures.load_state_dict(data_state.get("failures", {}))
+        if data_state.get("num_videos", data.num_videos) != data.num_videos:
             log.warning(
                 "the data source had %s videos when the checkpoint was written and has %d now: the sample order "
-                "of the resumed run differs from the original run's", data_state.get("num_videos"), num_videos,
+                "of the resumed run differs from the original run's", data_state.get("num_videos"), data.num_videos,
             )
         log.info("resumed from %s at step %d (next sample %d)", latest, start_step, start_step * cfg.batch_size)
-    elif cfg.resume:
-        log.warning("--resume given but %s has no checkpoint; starting from scratch", out / "checkpoints")
+        return start_step
+    if cfg.resume:
+        log.warning("--resume given but %s has no checkpoint; starting from scratch", run.out / "checkpoints")
+    return 0
 
+
+def clip_loader(cfg: Any, run: Run, data: Data, start_step: int) -> tuple[Any, StepBatchSampler]:
+    """The step-indexed loader of pretraining clips for steps ``start_step .. cfg.steps - 1``."""
     spec = ClipSpec(cfg.num_frames, cfg.frame_stride, cfg.image_size, cfg.min_resize, cfg.max_resize, cfg.flip)
+    info = run.info
     sampler = StepBatchSampler(start_step, cfg.steps, cfg.batch_size, info.rank, info.world_size, cfg.grad_accum)
-    loader = make_loader(PretrainClips(source, spec, cfg.seed), sampler, cfg.num_workers, info.device.type == "cuda")
+    loader = make_loader(PretrainClips(data.source, spec, cfg.seed), sampler, cfg.num_workers, info.device.type == "cuda")
+    return loader, sampler
+
+
+def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
+    """Run (or resume) SimpleMAE pretraining; returns the final model folder ``<out>/model``.
+
+    Args:
+        cfg: the run configuration (``None`` fields take the preset's defaults).
+        source: clips to train on; default: ``build_pretrain_source(cfg.data, ...)`` (folder, manifest,
+            shards, ``synthetic`` or ``random``).
+    """
+    cfg = cfg.resolved()
+    run = start_run(cfg)
+    info = run.info
+    model, core = build_model(cfg, info, run.strategy, run.bf16)
+    groups = param_groups(core, cfg.weight_decay, core.no_weight_decay(cfg.exempt_biases_from_wd, cfg.exempt_latents_from_wd))
+    optimizer = build_adamw(groups, cfg.lr, (cfg.beta1, cfg.beta2), info.device)
+    data = open_data(cfg, source)
+    start_step = resume_run(cfg, run, core, optimizer, data)
+    loader, sampler = clip_loader(cfg, run, data, start_step)
 
     micro = sampler.micro
     step_flops = mae_train_flops(cfg.model, cfg.model_kwargs(), micro) * cfg.grad_accum * info.world_size
-    peak = peak_flops(info.device)
     if info.is_main:
         n_params = sum(p.numel() for p in core.parameters())
         log.info(
             "pretraining %s (%.2fM params) on %s x%d [%s, %s]: global batch %d (%d per rank x %d accum), "
             "lr %.2e, %d warm-up, %d steps",
-            cfg.model, n_params / 1e6, info.device.type, info.world_size, strategy, "bf16" if bf16 else "fp32",
+            cfg.model, n_params / 1e6, info.device.type, info.world_size, run.strategy, "bf16" if run.bf16 else "fp32",
             cfg.batch_size, micro, cfg.grad_accum, cfg.lr, cfg.warmup_steps, cfg.steps,
         )
 
-    logger = RunLogger(out, total=cfg.steps, initial=start_step, enabled=info.is_main, desc=f"pretrain {cfg.model}")
-    rank_log = open(out / f"rank{info.rank}.jsonl", "a", buffering=1) if cfg.debug_rank_logs else None
+    def mae_loss(video: torch.Tensor, batch: dict) -> torch.Tensor:
+        seeds = [derive_seed(cfg.seed, int(n), 1) for n in batch["sample_id"]]
+        return model(video, sample_seeds=seeds).loss
+
+    step = train_loop(cfg, run, model, core, optimizer, loader, data, start_step, mae_loss, step_flops,
+                      desc=f"pretrain {cfg.model}")
+    final = run.out / "model"
+    if step == cfg.steps:
+        export_model(core, final, info, run.strategy, extra={"pretrain": {"steps": cfg.steps, "data": cfg.data}})
+    return final
+
+
+def train_loop(
+    cfg: Any, run: Run, model: nn.Module, core: nn.Module, optimizer: torch.optim.Optimizer, loader: Any,
+    data: Data, start_step: int, compute_loss: Callable[[torch.Tensor, dict], torch.Tensor], step_flops: float,
+    desc: str, extra_scalars: Callable[[], dict[str, float]] | None = None,
+) -> int:
+    """The optimisation loop shared by pretraining and distillation; returns the last step reached.
+
+    Per step: warm-up + cosine learning rate, ``cfg.grad_accum`` micro-batches of ``compute_loss(video,
+    batch)`` (video ``(b, T, S, S, 3)`` float32 in [0, 1] on the device; called inside the gradient-sync
+    and autocast contexts), gradient clipping, a non-finite check before the optimiser step, logging
+    every ``cfg.log_every`` steps (``extra_scalars()`` adds to the logged scalars; it runs on every rank,
+    so it may all-reduce), and a full checkpoint every ``cfg.save_every`` steps, at the end and on
+    SIGTERM/SIGINT.
+    """
+    info, strategy, ckpt = run.info, run.strategy, run.ckpt
+    peak = peak_flops(info.device)
+    logger = RunLogger(run.out, total=cfg.steps, initial=start_step, enabled=info.is_main, desc=desc)
+    rank_log = open(run.out / f"rank{info.rank}.jsonl", "a", buffering=1) if cfg.debug_rank_logs else None
     fault_step = int(os.environ.get(FAULT_ENV, "-1"))
-    autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if bf16 and strategy != "fsdp" else contextlib.nullcontext()
+    autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if run.bf16 and strategy != "fsdp" else contextlib.nullcontext()
     params = [p for p in core.parameters() if p.requires_grad]
+    failures, num_videos = data.failures, data.num_videos
     batches: Iterator[dict] = iter(loader)
     model.train()
     step = start_step
@@ -241,10 +319,8 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
                         failures.update([line for item in batch["failed"] for line in item.split("\n") if line])
                     video = to_float(batch["video"].to(info.device, non_blocking=True))
                     data_time += time.perf_counter() - td
-                    seeds = [derive_seed(cfg.seed, int(n), 1) for n in batch["sample_id"]]
                     with _grad_sync(model, strategy, m == cfg.grad_accum - 1), autocast:
-                        out_ = model(video, sample_seeds=seeds)
-                        loss = out_.loss / cfg.grad_accum
+                        loss = compute_loss(video, batch) / cfg.grad_accum
                     loss.backward()
                     loss_sum += loss.detach()
                 loss_value = float(all_reduce_mean(loss_sum))
@@ -274,6 +350,8 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
                         scalars["mfu"] = step_flops / dt / peak
                     if num_videos:
                         scalars.update(failures.scalars())
+                    if extra_scalars is not None:
+                        scalars.update(extra_scalars())
                     logger.log(step, scalars, bar={"loss": f"{loss_value:.4f}", "clips/s": f"{cfg.batch_size / dt:.1f}"})
                 stop_now = all_reduce_min(0.0 if stop.requested else 1.0, info.device) < 1.0
                 if step % cfg.save_every == 0 or step == cfg.steps or stop_now:
@@ -286,11 +364,7 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
         logger.close()
         if rank_log is not None:
             rank_log.close()
-
-    final = out / "model"
-    if step == cfg.steps:
-        export_model(core, final, info, strategy, extra={"pretrain": {"steps": cfg.steps, "data": cfg.data}})
-    return final
+    return step
 
 
 def data_state_dict(step: int, cfg: PretrainConfig, num_videos: int, failures: DecodeFailures) -> dict[str, Any]:
@@ -310,12 +384,22 @@ def data_state_dict(step: int, cfg: PretrainConfig, num_videos: int, failures: D
     }
 
 
-def export_model(core: nn.Module, folder: Path, info: DistInfo, strategy: str, extra: dict[str, Any]) -> None:
-    """Write the plain model folder (gathering the full state dict from FSDP shards when needed)."""
+def export_model(core: nn.Module, folder: Path, info: DistInfo, strategy: str, extra: dict[str, Any],
+                 submodule: str | None = None) -> None:
+    """Write the plain model folder (gathering the full state dict from FSDP shards when needed).
+
+    With ``submodule`` (e.g. ``"encoder"``) only that part of ``core`` is exported.
+    """
     state = None
     if strategy == "fsdp":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         state = get_model_state_dict(core, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if submodule:
+            prefix = submodule + "."
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    module = unwrap(core)
+    if submodule:
+        module = module.get_submodule(submodule)
     if info.is_main:
-        save_model(unwrap(core), folder, state_dict=state, extra=extra)
+        save_model(module, folder, state_dict=state, extra=extra)

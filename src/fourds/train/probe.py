@@ -154,7 +154,7 @@ def _frozen(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, da
         task, outputs_of, eval_loader(val_clips, data.val_idx, eval_batch, info, cfg.num_workers), len(specs), info)
     if info.is_main:
         for spec, head in zip(specs, bank.heads):
-            save_head(head, out / "heads" / spec.name, task.name, spec, backbone.dim, grid)
+            save_head(head, out / "heads" / spec.name, task, spec, backbone.dim, grid)
     results = [{**spec.to_dict(), "val": v, "test": t, "diverged": d}
                for spec, v, t, d in zip(specs, val, test, trainer.diverged)]
 
@@ -187,18 +187,21 @@ def _use_cache(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module,
     return cache.load_first("train"), None, cache.load_clips("eval"), cache.load_clips("train-eval")
 
 
-def save_head(head: nn.Module, folder: Path, task_name: str, spec: HeadSpec, dim: int, grid: tuple) -> None:
-    """A readout folder: ``config.json`` (kind ``probe_readout``: task, width, grid, layer, lr, wd) +
-    ``model.safetensors``; :func:`fourds.models.load_module` rebuilds it through the task registry."""
+def save_head(head: nn.Module, folder: Path, task: Any, spec: HeadSpec, dim: int, grid: tuple) -> None:
+    """A readout folder: ``config.json`` (kind ``probe_readout``: task name and settings, width, grid,
+    layer, lr, wd) + ``model.safetensors``; :func:`fourds.models.load_module` rebuilds it through the task
+    registry with the same settings (e.g. a readout scaled down with ``--task-overrides channels=...``)."""
+    options = task.options() if callable(getattr(task, "options", None)) else {}
     save_weights_atomic(head.state_dict(), folder / "model.safetensors")
-    write_json_atomic(folder / "config.json", {"kind": "probe_readout", "task": task_name, "dim": dim,
-                                               "grid": list(grid), **spec.to_dict()})
+    write_json_atomic(folder / "config.json", {"kind": "probe_readout", "task": task.name, "task_options": options,
+                                               "dim": dim, "grid": list(grid), **spec.to_dict()})
 
 
 def _load_head(folder: Path, config: dict[str, Any]) -> nn.Module:
     from fourds.tasks import get_task
 
-    head = get_task(config["task"]).build_readout(config["dim"], tuple(config["grid"]))
+    task = get_task(config["task"], **config.get("task_options", {}))
+    head = task.build_readout(config["dim"], tuple(config["grid"]))
     return load_state_into(head, folder / "model.safetensors")
 
 
@@ -269,7 +272,7 @@ def _finetune(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, 
                   "backbone_forward_calls": dict(run_counter)}
         if info.is_main:
             save_model(model_backbone, run / "model", extra={"finetune": {"task": task.name, **spec.to_dict()}})
-            save_head(core.heads[0], run / "heads" / spec.name, task.name, spec, backbone.dim, grid)
+            save_head(core.heads[0], run / "heads" / spec.name, task, spec, backbone.dim, grid)
             write_json_atomic(done, result)
         for key in ("train", "eval"):
             counter[key] += run_counter[key]

@@ -9,6 +9,7 @@ draw ``n`` reads position ``n mod S`` of epoch ``n // S``'s permutation of the `
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,11 +35,33 @@ def holdout_split(num_samples: int, fraction: float, seed: int) -> tuple[list[in
     return sorted(perm[n_hold:]), sorted(perm[:n_hold])
 
 
+def _window_sampler(load: Callable[[int], Sample]) -> Callable[[int, torch.Generator], Sample] | None:
+    """The ``sample(index, generator)`` method of the dataset behind ``load``, if it has one that takes a
+    generator (``SyntheticScenes.sample(index)``, for instance, does not: it is then not used)."""
+    owner = getattr(load, "__self__", load)
+    method = getattr(owner, "sample", None)
+    if not callable(method):
+        return None
+    try:
+        params = list(inspect.signature(method).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < 2 and not any(p.kind == p.VAR_POSITIONAL for p in params):
+        return None
+    return method
+
+
 class TrainDraws(Dataset):
     """Map draw id ``n`` → an augmented training sample (see the module docstring).
 
+    When ``load`` is a dataset's ``__getitem__`` (or the dataset itself) and that dataset has a method
+    ``sample(index, generator)`` (the real-data readers: a random temporal window, decoding only that
+    window), draw ``n`` calls it with a generator seeded by ``(seed, "probe-window", n)`` instead of
+    ``load(index)``; the augmentation generator ``(seed, "probe-aug", n)`` is unchanged.
+
     Args:
-        load: ``index → sample`` (the task's dataset, or the feature cache).
+        load: ``index → sample`` (the task's dataset or its ``__getitem__``, or the feature cache).
         indices: dataset indices to train on.
         transform: ``(sample, generator) → sample`` (the task's ``train_transform``), or None.
         seed: run seed.
@@ -49,6 +72,7 @@ class TrainDraws(Dataset):
         if not indices:
             raise ValueError("no training samples: the training split is empty")
         self.load, self.indices, self.transform, self.seed = load, list(indices), transform, seed
+        self.window = _window_sampler(load)
         self._epoch, self._perm = -1, None
 
     def __len__(self) -> int:  # draw ids are unbounded; the sampler decides what is read
@@ -63,7 +87,11 @@ class TrainDraws(Dataset):
         return self.indices[int(self._perm[pos])]  # type: ignore[index]
 
     def __getitem__(self, draw: int) -> Sample:
-        sample = self.load(self.index_of(draw))
+        index = self.index_of(draw)
+        if self.window is not None:
+            sample = self.window(index, torch.Generator().manual_seed(derive_seed(self.seed, "probe-window", int(draw))))
+        else:
+            sample = self.load(index)
         if self.transform is not None:
             sample = self.transform(sample, torch.Generator().manual_seed(derive_seed(self.seed, "probe-aug", int(draw))))
         return sample

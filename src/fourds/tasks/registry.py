@@ -1,0 +1,38 @@
+"""The task registry: tasks by name, built with validated overrides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_TASKS: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    """Class decorator: register a task dataclass under its ``name``."""
+    name = cls.name  # type: ignore[attr-defined]
+    if name in _TASKS and _TASKS[name] is not cls:
+        raise ValueError(f"task {name!r} is already registered by {_TASKS[name].__qualname__}")
+    _TASKS[name] = cls
+    return cls
+
+
+def list_tasks() -> list[str]:
+    """Registered task names: the six real tasks, then the synthetic ones."""
+    return list(_TASKS)
+
+
+def get_task(name: str, **overrides: Any) -> Any:
+    """Build task ``name`` with ``overrides`` of its settings.
+
+    Raises:
+        ValueError: unknown task (naming the registered ones) or unknown override keys (naming the
+            valid ones), or an invalid value.
+    """
+    if name not in _TASKS:
+        raise ValueError(f"unknown task {name!r}; registered tasks: {', '.join(_TASKS)}")
+    cls = _TASKS[name]
+    valid = cls.option_names()  # type: ignore[attr-defined]
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown override(s) {unknown} for task {name!r}; valid: {', '.join(valid)}")
+    return cls(**overrides)

@@ -1,0 +1,175 @@
+"""Typed configuration of a distillation run (a large frozen teacher → a small 4DS student).
+
+Paper (Section 4, "Distilling from large models"): student 4DS-B at random init, teacher the pretrained
+4DS-e, frozen; the same full clip (no masking) to both; two linear adapters on the student's last layer
+regress teacher layers 36 and 51 with the L1 loss; 100k steps at batch 1024; adapters discarded after.
+The paper states nothing else about the recipe, so every other hyper-parameter (learning rate, warm-up,
+AdamW betas and weight decay, clip sampling) is the student preset's pretraining default (Table 5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from fourds.models.registry import get_preset
+from fourds.train.config import validate_run_fields
+
+#: The paper's teacher layers for 4DS-e (56 blocks), as fractions of the teacher's depth so the same
+#: default works for any teacher: ``floor(d * L + 1e-6)`` gives exactly 36 and 51 for L = 56.
+#: Assumption: the paper's "layer k" is our index k (the output of block k, 1-based; 0 = embedding);
+#: the paper does not say how it counts.
+PAPER_TEACHER_LAYERS: tuple[float, float] = (36 / 56, 51 / 56)
+
+#: The paper's distillation schedule (used for the paper sizes; tiny sizes keep their preset's).
+PAPER_DISTILL_DEFAULTS: dict[str, Any] = {"steps": 100_000, "batch_size": 1024}
+
+TEACHER_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class DistillConfig:
+    """Everything a distillation run needs. ``None`` fields take defaults (:meth:`resolved`): the
+    paper's steps/batch for the paper sizes, otherwise the student preset's pretraining values.
+
+    Attributes:
+        student: registered size of the student, trained from random init (``fourds models``).
+        student_overrides: architecture overrides of the student, e.g. ``{"depth": 2}``.
+        teacher: the frozen teacher: a fourds model folder (e.g. an official 4DS-e converted with
+            ``fourds convert official``), any adapter spec (``hf:...``, ``perframe:...``), or a registered
+            name (random init, for smoke tests only).
+        teacher_overrides: architecture overrides when ``teacher`` is a registered name.
+        teacher_layers: teacher layers to regress (ints are indices, k = output of block k; floats are
+            fractional depths); default: the paper's layers 36 and 51 of 4DS-e as fractions 36/56, 51/56
+            of the teacher's depth (assumption: the paper counts layers like we do).
+        teacher_precision: ``auto`` (bf16 weights and autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16``.
+        data: pretraining data spec: ``synthetic``, ``random``, a folder of videos, a manifest or shards.
+        out: run directory (config, logs, checkpoints, final student model).
+        steps: optimiser steps (paper: 100k).
+        batch_size: global batch (clips per step over ranks and accumulation; paper: 1024).
+        lr: peak learning rate after linear warm-up; cosine decay to ``min_lr`` at ``steps``.
+        warmup_steps: linear warm-up from 0.
+        min_lr: learning rate at the end of the cosine.
+        weight_decay: AdamW weight decay (not on positional embeddings, LayerNorms).
+        beta1: AdamW beta1.
+        beta2: AdamW beta2.
+        grad_clip: clip the global gradient norm to this value; 0 disables.
+        exempt_biases_from_wd: also exempt every bias (student and adapters) from weight decay.
+        num_frames: frames per clip.
+        frame_stride: temporal stride of clip frames.
+        image_size: square crop size.
+        min_resize: the short side is resized to ``min_resize * image_size`` before cropping.
+        max_resize: when set, the factor is drawn uniformly in [min_resize, max_resize] per clip.
+        flip: random left-right flip.
+        seed: seeds student/adapter initialisation, data order and augmentation.
+        save_every: full training state every K steps (and at the end).
+        keep_checkpoints: how many step checkpoints to keep.
+        log_every: scalar logging period in steps.
+        resume: continue from the latest checkpoint in ``out``.
+        strategy: ``auto`` (DDP under torchrun with several processes), ``none``, ``ddp`` or ``fsdp``
+            (FSDP2 shards the student; every rank holds its own frozen teacher).
+        precision: the student's: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16``.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        grad_accum: micro-batches per optimiser step.
+        activation_checkpointing: recompute student blocks in backward to save memory.
+        compile: ``torch.compile`` each student block.
+        num_workers: DataLoader worker processes (0 = in the main process).
+        max_decode_failures: stop when more than this fraction of a file source's videos failed to decode.
+        debug_rank_logs: every rank writes ``rank{r}.jsonl`` with its loss and a parameter checksum.
+    """
+
+    student: str = "4ds-b"
+    student_overrides: dict[str, Any] = field(default_factory=dict)
+    teacher: str = ""
+    teacher_overrides: dict[str, Any] = field(default_factory=dict)
+    teacher_layers: list[int | float] | None = None
+    teacher_precision: str = "auto"
+    data: str = "synthetic"
+    out: str = "runs/distill"
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    warmup_steps: int | None = None
+    min_lr: float = 0.0
+    weight_decay: float | None = None
+    beta1: float | None = None
+    beta2: float | None = None
+    grad_clip: float = 0.0
+    exempt_biases_from_wd: bool = False
+    num_frames: int | None = None
+    frame_stride: int | None = None
+    image_size: int | None = None
+    min_resize: float | None = None
+    max_resize: float | None = None
+    flip: bool = True
+    seed: int = 0
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    resume: bool = False
+    strategy: str = "auto"
+    precision: str = "auto"
+    device: str = "auto"
+    grad_accum: int = 1
+    activation_checkpointing: bool = False
+    compile: bool = False
+    num_workers: int = 0
+    max_decode_failures: float = 0.01
+    debug_rank_logs: bool = False
+
+    def resolved(self) -> DistillConfig:
+        """A copy with every ``None`` filled (paper schedule for paper sizes, else the preset's), validated."""
+        preset = get_preset(self.student)
+        defaults = preset.train_defaults()
+        if preset.table1_params_m is not None:
+            defaults = {**defaults, **PAPER_DISTILL_DEFAULTS}
+        values = dataclasses.asdict(self)
+        for key, value in values.items():
+            if value is None and key in defaults:
+                values[key] = defaults[key]
+        if values["teacher_layers"] is None:
+            values["teacher_layers"] = list(PAPER_TEACHER_LAYERS)
+        cfg = DistillConfig(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        validate_run_fields(self)
+        if not self.teacher:
+            raise ValueError(
+                "--teacher is required: a fourds model folder (e.g. `fourds convert official` of 4DS-e, or "
+                "<run>/model of `fourds pretrain`), an adapter spec (hf:..., perframe:...), or a registered name "
+                "(random init, smoke tests only)"
+            )
+        if self.teacher_precision not in TEACHER_PRECISIONS:
+            raise ValueError(f"--teacher-precision {self.teacher_precision!r}: choose one of {TEACHER_PRECISIONS}")
+        if self.teacher_layers is not None and len(self.teacher_layers) == 0:
+            raise ValueError("--teacher-layers is empty; give at least one layer (e.g. 36 51 or 0.64 0.91)")
+
+    @property
+    def model(self) -> str:
+        """The student's name (what the shared training loop logs)."""
+        return self.student
+
+    def student_kwargs(self) -> dict[str, Any]:
+        """Overrides for :func:`fourds.models.create`: the clip size sets the student's input size."""
+        kwargs = dict(self.student_overrides)
+        if self.num_frames is not None and self.image_size is not None:
+            kwargs.setdefault("input_size", (self.num_frames, self.image_size, self.image_size))
+        return kwargs
+
+    def clip_size(self) -> tuple[int, int, int]:
+        assert self.num_frames is not None and self.image_size is not None, "call resolved() first"
+        return (self.num_frames, self.image_size, self.image_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown distillation config keys {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**data)
