@@ -16,7 +16,9 @@ Every ``benchmarks/bench_*.py`` module exposes ``run(quick=False, context=None) 
 ``exports``
     figures later benchmarks of the same run may use (through ``context``);
 ``skipped``
-    a reason, when the benchmark does not apply here (e.g. no CUDA device).
+    a reason, when the benchmark does not apply here (e.g. no CUDA device);
+``output``
+    (set by the runner) the printed output of a module without ``run()``, which it ran as a script.
 
 A module whose ``run`` returns any other dict still works: :func:`coerce` turns its numeric leaves into
 figures (units guessed from the key names) and keeps the dict as ``details``.
@@ -251,6 +253,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                              f"{_met(f)} | {_fmt(f.get('note') or '')} |")
         for note in res.get("notes", []):
             lines.append(f"- {note}")
+        if res.get("output"):
+            lines += ["", "```", *res["output"].rstrip().splitlines()[-60:], "```"]
     lines += ["", "Ratios are value / peer value. Figures from a shared machine are noisy: compare ratios "
               "measured in the same run rather than absolute figures across runs.", ""]
     return "\n".join(lines)

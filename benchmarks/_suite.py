@@ -14,14 +14,17 @@ accepts it: ``{"quick", "options", "results": {earlier name: result}}``) and wri
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib
 import importlib.util
 import inspect
+import io
 import json
 import os
 import platform
 import resource
+import runpy
 import shlex
 import signal
 import subprocess
@@ -192,6 +195,42 @@ def load_module(name: str, bench_dir: Path = BENCH_DIR):
     return module
 
 
+class _Tee(io.TextIOBase):
+    def __init__(self, *streams) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
+def run_as_script(name: str, path: Path, quick: bool, doc: str | None) -> dict:
+    """Fallback for a benchmark without ``run()``: execute it as ``python bench_<name>.py [--quick]`` in
+    this process and report what it printed (no figure table)."""
+    from benchmarks._report import result
+
+    captured = io.StringIO()
+    argv, sys.argv = sys.argv, [str(path)] + (["--quick"] if quick else [])
+    try:
+        with contextlib.redirect_stdout(_Tee(sys.stdout, captured)):
+            runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as stop:  # argparse or an explicit exit: only 0 / None is success
+        if stop.code not in (0, None):
+            raise
+    finally:
+        sys.argv = argv
+    title = (doc or f"bench_{name}.py").strip().splitlines()[0]
+    res = result(name, title, [], [f"bench_{name}.py has no run(quick=...) returning benchmarks._report.result(...), "
+                                   "so it ran as a script and its output is shown as printed."])
+    res["output"] = captured.getvalue()
+    return res
+
+
 def child_main(name: str, result_path: str, context_path: str | None, quick: bool, bench_dir: Path = BENCH_DIR) -> int:
     """Run one benchmark in this process and write its result (see the module docstring)."""
     from benchmarks._report import coerce, json_safe, peak_rss_mib, validate
@@ -200,12 +239,12 @@ def child_main(name: str, result_path: str, context_path: str | None, quick: boo
     module = load_module(name, bench_dir)
     run = getattr(module, "run", None)
     if run is None:
-        raise RuntimeError(f"benchmarks/bench_{name}.py has no run(quick=...) function; add one returning "
-                           "benchmarks._report.result(...)")
-    kwargs: dict[str, Any] = {"quick": quick}
-    if "context" in inspect.signature(run).parameters:
-        kwargs["context"] = context
-    res = coerce(run(**kwargs), name)
+        res = run_as_script(name, Path(bench_dir) / f"bench_{name}.py", quick, module.__doc__)
+    else:
+        kwargs: dict[str, Any] = {"quick": quick}
+        if "context" in inspect.signature(run).parameters:
+            kwargs["context"] = context
+        res = coerce(run(**kwargs), name)
     validate(res)
     # The largest single process: this one or a worker it started. A worker's ru_maxrss may start from
     # this process's high-water mark at spawn time, never above this process's own peak: max() is exact.

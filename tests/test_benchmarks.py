@@ -59,6 +59,19 @@ FAKES = {
             block = b"x" * (200 * 2**20)  # written, so resident
             return result("big", "allocates 200 MiB", [figure("bytes", len(block), "B")])
     """,
+    "script_only": """
+        \"\"\"A benchmark written as a script: no run(), prints its figures.\"\"\"
+        import argparse
+
+        def main():
+            parser = argparse.ArgumentParser()
+            parser.add_argument("--quick", action="store_true")
+            args = parser.parse_args()
+            print(f"widgets/s 42 quick={args.quick}")
+
+        if __name__ == "__main__":
+            main()
+    """,
     "slow": """
         import time
 
@@ -118,12 +131,12 @@ def test_suite_runs_survives_failures_and_writes_report(bench_dir: Path, tmp_pat
     out = tmp_path / "report"
     lines: list[str] = []
     machine = {"cpu_model": "fake CPU", "created": "2026-01-01T00:00:00+00:00", "fp32_matmul_peak_gflops": 10.0}
-    names = ["fast", "broken", "uses_context", "plain", "skips", "big", "slow", "synthetic"]
+    names = ["fast", "broken", "uses_context", "plain", "skips", "big", "script_only", "slow", "synthetic"]
     report = _suite.run_suite(names, out, quick=True, options={"flag": "on"}, timeout_s=3, machine=machine,
                               echo=lines.append, bench_dir=bench_dir)
     status = {e["name"]: e["status"] for e in report["benchmarks"]}
     assert status == {"fast": "ok", "broken": "failed", "uses_context": "ok", "plain": "ok", "skips": "skipped",
-                      "big": "ok", "slow": "timeout", "synthetic": "missing"}
+                      "big": "ok", "script_only": "ok", "slow": "timeout", "synthetic": "missing"}
     assert report["exit_code"] == 1
     entries = {e["name"]: e for e in report["benchmarks"]}
     assert "this fake benchmark always fails" in entries["broken"]["error"]
@@ -134,6 +147,9 @@ def test_suite_runs_survives_failures_and_writes_report(bench_dir: Path, tmp_pat
     # Each benchmark's peak memory is its own: not the (larger) test process's it was spawned from.
     assert 0 < entries["fast"]["peak_rss_mib"] < 150 < 200 <= entries["big"]["peak_rss_mib"]
     assert entries["fast"]["cpu_s"] > 0 and "cpu_s" not in entries["fast"]["result"]
+    script = entries["script_only"]["result"]
+    assert script["output"].strip() == "widgets/s 42 quick=True" and script["figures"] == []
+    assert script["title"] == "A benchmark written as a script: no run(), prints its figures."
     assert "goals not met in: uses_context" in report["summary"] and "FAILED (broken, slow)" in report["summary"]
 
     data = json.loads((out / "report.json").read_text())  # strict JSON: the NaNs became null
@@ -145,6 +161,7 @@ def test_suite_runs_survives_failures_and_writes_report(bench_dir: Path, tmp_pat
     assert "this fake benchmark always fails" in md and "TIMED OUT" in md
     assert "not present: benchmarks/bench_synthetic.py is not present" in md
     assert "no such device here" in md and "| CPU | fake CPU |" in md
+    assert "```\nwidgets/s 42 quick=True\n```" in md
     assert any("broken: failed" in line for line in lines)
 
 
@@ -177,13 +194,19 @@ def test_fourds_bench_command_lists(capsys: pytest.CaptureFixture) -> None:
     assert "extract" in capsys.readouterr().out
 
 
-def test_every_real_benchmark_exposes_run_quick() -> None:
-    """Each benchmarks/bench_*.py defines ``run(quick=...)`` (parsed, not imported: no heavy work)."""
+def test_every_real_benchmark_is_runnable() -> None:
+    """Each benchmarks/bench_*.py defines ``run(quick=...)``, or is a script the runner can execute
+    (parsed, not imported: no heavy work). The ones of this suite's own registry all have ``run``."""
     files = sorted((ROOT / "benchmarks").glob("bench_*.py"))
-    assert files
+    assert {"bench_pretrain.py", "bench_data.py", "bench_extract.py", "bench_probe.py", "bench_cuda.py"} <= {
+        f.name for f in files}
     for path in files:
         tree = ast.parse(path.read_text())
         runs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "run"]
-        assert runs, f"{path.name} has no top-level run()"
+        if not runs:
+            assert path.name not in {"bench_pretrain.py", "bench_data.py", "bench_extract.py", "bench_probe.py",
+                                     "bench_cuda.py"}, f"{path.name} lost its run()"
+            assert "__main__" in path.read_text(), f"{path.name} has neither run() nor a __main__ block"
+            continue
         args = [a.arg for a in runs[0].args.args + runs[0].args.kwonlyargs]
         assert "quick" in args, f"{path.name}: run() takes no quick argument"
