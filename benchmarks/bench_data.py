@@ -162,7 +162,7 @@ def run(quick: bool = False, context: dict | None = None) -> dict:
                            peer=rate, peer_name=f"{model} consumption", goal=">= 2x consumption",
                            met=r["all_cores"] >= 2 * rate))
     notes = [f"Loader: {raw['clip']}; uint8 out; one DataLoader worker per core for 'workers'.",
-             "Ratio = loader clips/s / 4DS-S clips/s on the same CPU; the loader and the model would share "
+             f"Ratio = loader clips/s / {model} clips/s on the same CPU; the loader and the model would share "
              "these cores in a real CPU run, so this is an upper bound on headroom."]
     if quick:
         notes.insert(0, "QUICK smoke run: one 360p file pair, few clips; compared with the quick run's tiny model.")
