@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 from fourds.cli.config_args import add_dataclass_args, dataclass_from_args
@@ -61,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
     from fourds.train.probe_config import ProbeConfig
 
     cfg = dataclass_from_args(ProbeConfig, args)
+    # --resume continues the saved run: only the flags given here may override it (see run_probe()).
+    given = {f.name for f in dataclasses.fields(ProbeConfig) if getattr(args, f.name, None) is not None}
+    if args.data_root is not None:
+        given.add("data_kwargs")
     if args.data_root is not None:
         if not os.path.isdir(args.data_root):
             raise FileNotFoundError(f"--data-root {args.data_root}: no such folder")
@@ -83,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if layers is not None:
         cfg.layers = parse_layer_spec(",".join(layers))
     try:
-        results = run_probe(cfg)
+        results = run_probe(cfg, explicit=given)
     finally:
         shutdown_distributed()
     if os.environ.get("RANK", "0") == "0":

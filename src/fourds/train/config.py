@@ -187,7 +187,7 @@ class PretrainConfig:
 
     def non_default_keys(self) -> set[str]:
         """Fields whose value differs from the dataclass default (what a library caller set)."""
-        return {f.name for f in dataclasses.fields(self) if getattr(self, f.name) != _default(f)}
+        return non_default_keys(self)
 
 
 def _default(f: dataclasses.Field) -> Any:
@@ -208,25 +208,34 @@ def _same(a: Any, b: Any) -> bool:
     return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
 
 
-def resume_config(saved: dict[str, Any], cfg: PretrainConfig, explicit: Iterable[str], where: str) -> PretrainConfig:
+def non_default_keys(cfg: Any) -> set[str]:
+    """Fields of the dataclass ``cfg`` whose value differs from the field default (what a library caller set)."""
+    return {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != _default(f)}
+
+
+def resume_config(saved: dict[str, Any], cfg: Any, explicit: Iterable[str], where: str,
+                  resumable: frozenset[str] = RESUMABLE_KEYS) -> Any:
     """The configuration of a resumed run: the ``saved`` one (``config.json`` of the run), with the
-    :data:`RESUMABLE_KEYS` among ``explicit`` (the flags given) taken from ``cfg``.
+    ``resumable`` keys among ``explicit`` (the flags given) taken from ``cfg``.
+
+    Works for any run-config dataclass (:class:`PretrainConfig`, the probe's and distillation's
+    configs); the result has ``cfg``'s type.
 
     Raises:
-        ValueError: an explicit key outside :data:`RESUMABLE_KEYS` differs from its saved value; the
-            message names every such flag with its saved value.
+        ValueError: an explicit key outside ``resumable`` differs from its saved value; the message
+            names every such flag with its saved value.
     """
-    known = {f.name for f in dataclasses.fields(PretrainConfig)}
+    known = {f.name for f in dataclasses.fields(cfg)}
     values = {k: v for k, v in saved.items() if k in known}  # drops world_size, strategy_resolved
     refused = []
     for key in sorted(set(explicit) | {"out", "resume"}):
         new = getattr(cfg, key)
-        if key in RESUMABLE_KEYS or key not in values:
+        if key in resumable or key not in values:
             values[key] = new
         elif not _same(new, values[key]):
             refused.append(f"--{key.replace('_', '-')} {json.dumps(new)} (saved: {json.dumps(values[key])})")
     if refused:
-        allowed = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(RESUMABLE_KEYS - {"out", "resume"}))
+        allowed = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(resumable - {"out", "resume"}))
         raise ValueError(
             f"--resume continues the run saved in {where} with its own settings, and these differ: "
             f"{'; '.join(refused)}. They would change the model, the data or the optimisation, so drop them to "
@@ -234,7 +243,7 @@ def resume_config(saved: dict[str, Any], cfg: PretrainConfig, explicit: Iterable
             f"{allowed}. (If only a path moved, edit it in {where}.)"
         )
     values["resume"] = True
-    return PretrainConfig(**values)
+    return type(cfg)(**values)
 
 
 def validate_run_fields(cfg: Any) -> None:

@@ -39,6 +39,8 @@ from fourds.models.io import register_kind, save_model, save_weights_atomic, wri
 from fourds.train.distributed import DistInfo, barrier, init_distributed, wrap_ddp
 from fourds.train.feature_cache import FeatureCache, check_deterministic, feature_key
 from fourds.train.optim import build_adamw, param_groups
+from fourds.train.config import non_default_keys, resume_config
+from fourds.train.probe_config import RESUMABLE_KEYS as PROBE_RESUMABLE_KEYS
 from fourds.train.probe_config import ProbeConfig
 from fourds.train.probe_data import TrainDraws, collate_fn, holdout_split, make_loader, task_clips
 from fourds.train.probe_heads import (
@@ -299,7 +301,7 @@ def _finetune(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, 
 
 # ------------------------------------------------------------------------------------------ entry point
 def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: Any = None,
-              datasets: dict[str, Any] | None = None) -> dict[str, Any]:
+              datasets: dict[str, Any] | None = None, explicit: Any = None) -> dict[str, Any]:
     """Run (or resume) a probe: the frozen sweep, or the finetuning runs; returns the results dict
     (also written to ``<out>/results.json`` by rank 0).
 
@@ -311,7 +313,15 @@ def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: Any = N
         task: a Task object; default ``fourds.tasks.get_task(cfg.task, **cfg.task_overrides)``.
         datasets: ``{"train": ..., "eval": ...}`` map-style datasets of samples, replacing
             ``task.dataset(cfg.train_split / cfg.eval_split)`` (real data sets).
+        explicit: with ``cfg.resume`` and a saved ``<out>/config.json``, the settings given for this
+            call (CLI flags; default: the fields that differ from their defaults). The run continues with
+            its saved settings; explicit changes are allowed only for
+            :data:`fourds.train.probe_config.RESUMABLE_KEYS` and refused otherwise.
     """
+    saved = Path(cfg.out) / "config.json"
+    if cfg.resume and saved.is_file():
+        given = non_default_keys(cfg) if explicit is None else set(explicit)
+        cfg = resume_config(json.loads(saved.read_text()), cfg, given, str(saved), resumable=PROBE_RESUMABLE_KEYS)
     cfg = cfg.resolved()
     info = init_distributed(cfg.device)
     short = [n for n in cfg.schedules if cfg.warmup_steps > n]

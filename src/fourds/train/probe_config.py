@@ -13,6 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SELECT_ON = ("train-holdout", "eval")
+
+#: Keys a resumed probe may change (where it runs and logs, how the same computation is carried out,
+#: what is drawn at the end); every other key is taken from the run's saved ``config.json``.
+RESUMABLE_KEYS = frozenset({
+    "out", "resume", "eval_batch_size", "max_eval_samples", "visualize", "save_every", "keep_checkpoints",
+    "log_every", "precision", "device", "num_workers", "tensorboard", "feature_cache",
+})
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 

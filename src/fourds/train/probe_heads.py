@@ -8,6 +8,7 @@ its layer only, so a head trained alongside others starts exactly like the same 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -41,6 +42,10 @@ def resolve_backbone(spec: str, overrides: dict[str, Any] | None = None, seed: i
 
     overrides = dict(overrides or {})
     if Path(spec).is_dir():
+        if _is_hf_folder(Path(spec)):  # a save_pretrained folder given without the hf: prefix
+            from fourds.models.adapters import build_backbone
+
+            return build_backbone(f"hf:{spec}")
         return load(spec)
     if spec in list_models():
         if clip_size is not None:
@@ -60,6 +65,15 @@ def resolve_backbone(spec: str, overrides: dict[str, Any] | None = None, seed: i
         f"--backbone {spec!r} is neither a registered model ({', '.join(list_models())}) nor a model "
         "folder (config.json + model.safetensors); adapter specs need fourds.models.adapters"
     )
+
+
+def _is_hf_folder(folder: Path) -> bool:
+    """A Hugging Face model folder: its ``config.json`` has ``model_type`` and no fourds ``kind``."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "model_type" in config and "kind" not in config
 
 
 def token_grid(backbone: nn.Module, clip_size: tuple[int, int, int]) -> tuple[int, int, int]:
