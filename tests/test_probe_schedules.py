@@ -42,7 +42,7 @@ def test_several_lengths_need_finetune_and_the_cli_parses_them(tmp_path, monkeyp
         ProbeConfig(steps=[2, 0], finetune=True).resolved()
     seen = {}
 
-    def fake_run_probe(cfg):
+    def fake_run_probe(cfg, **kwargs):
         seen["cfg"] = cfg
         return {"primary_metric": "m", "chosen": None, "configs": []}
 
