@@ -75,11 +75,9 @@ def _sdpa_model_backward(grad_out_shape, query_shape, key_shape, value_shape, *a
     return 2 * sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def model_flop_counter():
-    """``fourds.train.flops.flop_counter()`` (which also counts CPU flash attention) with every SDPA
-    backward counted as model FLOPs (:func:`_sdpa_model_backward`)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+def _model_flop_formulas() -> dict:
+    """Custom FLOP formulas: CPU flash attention (``fourds.train.flops``), every SDPA backward as model
+    FLOPs (:func:`_sdpa_model_backward`)."""
     from fourds.train.flops import CPU_SDPA_FORMULAS
 
     aten = torch.ops.aten
@@ -88,8 +86,15 @@ def model_flop_counter():
                  "_scaled_dot_product_cudnn_attention_backward"):
         if hasattr(aten, name):
             backward_ops.append(getattr(aten, name))
-    return FlopCounterMode(display=False, custom_mapping={**CPU_SDPA_FORMULAS,
-                                                          **{op: _sdpa_model_backward for op in backward_ops}})
+    return {**CPU_SDPA_FORMULAS, **{op: _sdpa_model_backward for op in backward_ops}}
+
+
+def model_flop_counter():
+    """``fourds.train.flops.flop_counter()`` (which also counts CPU flash attention) with every SDPA
+    backward counted as model FLOPs (:func:`_sdpa_model_backward`)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(display=False, custom_mapping=_model_flop_formulas())
 
 
 #: Kinds of op for ``--profile``: first matching rule wins, on the aten op name.
@@ -132,17 +137,26 @@ def profile_step(step) -> dict:
     engine runs the backward on the calling thread) with this thread's CPU clock, grouped by
     :data:`OP_KINDS`. CPU time rather than wall time: an op's share does not depend on how often the
     shared machine took the core away meanwhile (with more than one thread, the other threads' work is
-    not in it and an op waiting for them counts its spinning). Returns seconds per kind and in total."""
+    not in it and an op waiting for them counts its spinning). Returns seconds and model FLOPs per kind
+    and the step's total CPU seconds."""
     from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry, shape_wrapper
 
+    formulas = {**flop_registry, **{op: shape_wrapper(f) for op, f in _model_flop_formulas().items()}}
     seconds: dict[str, float] = {}
+    flops: dict[str, float] = {}
 
     class _Timer(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
             t0 = time.thread_time()
-            out = func(*args, **(kwargs or {}))
+            out = func(*args, **kwargs)
+            dt = time.thread_time() - t0
             kind = op_kind(func.overloadpacket.__name__)
-            seconds[kind] = seconds.get(kind, 0.0) + time.thread_time() - t0
+            seconds[kind] = seconds.get(kind, 0.0) + dt
+            formula = formulas.get(func.overloadpacket)
+            if formula is not None:
+                flops[kind] = flops.get(kind, 0.0) + formula(*args, out_val=out, **kwargs)
             return out
 
     t0 = time.thread_time()
@@ -150,7 +164,8 @@ def profile_step(step) -> dict:
         step()
     total = time.thread_time() - t0
     seconds["python and dispatch (not in any op)"] = max(0.0, total - sum(seconds.values()))
-    return {"cpu_s": total, "by_kind_s": dict(sorted(seconds.items(), key=lambda kv: -kv[1]))}
+    return {"cpu_s": total, "by_kind_s": dict(sorted(seconds.items(), key=lambda kv: -kv[1])),
+            "by_kind_flop": flops}
 
 
 def _hf_model(dim: int, depth: int, heads: int, mlp: int, clip: tuple[int, int, int] = CLIP):
@@ -487,8 +502,10 @@ def _print_table(res: dict) -> None:
         for name in ("fourds", "hf"):
             prof = row[name].get("profile")
             if prof:
-                shares = ", ".join(f"{k} {100 * v / prof['cpu_s']:.1f}%" for k, v in prof["by_kind_s"].items()
-                                   if v / prof["cpu_s"] >= 0.001)
+                fl = prof.get("by_kind_flop", {})
+                shares = ", ".join(f"{k} {100 * v / prof['cpu_s']:.1f}%"
+                                   + (f" ({fl[k] / v / 1e9:.0f} GFLOP/s)" if fl.get(k) and v > 0 else "")
+                                   for k, v in prof["by_kind_s"].items() if v / prof["cpu_s"] >= 0.001)
                 print(f"  {name} step by kind of op ({prof['cpu_s']:.2f} s CPU on the main thread): {shares}")
     print("%peak: achieved model FLOP/s / the 2048^3 matmul peak (best of 10) measured before; %mm-now: / the "
           "median rate of a 2048^3 matmul timed before each step (same load and threads)")

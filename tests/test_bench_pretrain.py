@@ -82,6 +82,8 @@ def test_profile_step_splits_a_training_step_by_kind():
     assert all(v >= 0 for v in kinds.values())
     assert sum(kinds.values()) == pytest.approx(prof["cpu_s"], rel=1e-6, abs=1e-9)
     assert list(kinds.values()) == sorted(kinds.values(), reverse=True)
+    # model FLOPs by kind: the linear layer's forward and weight-gradient matmuls (x needs no gradient)
+    assert prof["by_kind_flop"] == {"matmul": 2 * 2 * 64 * 16 * 32}
 
 
 def test_worker_env_sets_the_openmp_wait_policy(monkeypatch):
