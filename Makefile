@@ -26,8 +26,10 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ""
 
+# The benchmark suite, one report in runs/bench/<date>/ (about 10 minutes on 2 CPU cores);
+# `make bench BENCH_ARGS=--quick` for a 1-2 minute smoke run. See docs/benchmarks.md.
 bench: $(STAMP)
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

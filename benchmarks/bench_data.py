@@ -31,6 +31,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._report import figure, result  # noqa: E402
 
 CROP = 224
 SHORT_SIDE = math.ceil(1.15 * CROP)
@@ -95,20 +98,20 @@ def all_cores(folder: Path, batches: int, workers: int, batch: int = 8) -> float
     return rate
 
 
-def step_rate_4ds_s(batch: int = 4) -> float:
+def step_rate_4ds_s(batch: int = 4, steps: int = 2) -> float:
     """4DS-S SimpleMAE clips/s on this CPU (bench_pretrain's worker, fp32, all threads)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import bench_pretrain
+    from benchmarks import bench_pretrain
 
     saved = {k: os.environ.pop(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ}
     try:  # the model gets every core, as in bench_pretrain
-        return float(bench_pretrain._spawn("fourds", "4ds-s", batch, 2, 1)["clips_per_s"])
+        return float(bench_pretrain._spawn("fourds", "4ds-s", batch, steps, 0)["clips_per_s"])
     finally:
         os.environ.update(saved)
 
 
-def run(quick: bool = False, step_rate: float | None = None) -> dict:
-    """Measure everything; returns the figures."""
+def measure(quick: bool = False, step_rate: float | None = None, step_rate_source: str | None = None) -> dict:
+    """Measure everything; returns the raw figures. Without ``step_rate`` the 4DS-S rate is measured here
+    (batch 4, 2 steps; with ``quick`` batch 1, 1 step)."""
     os.environ.setdefault("FOURDS_DECODE_THREADS", "1")
     frames = 90 if quick else 150
     clips = 6 if quick else 16
@@ -128,13 +131,42 @@ def run(quick: bool = False, step_rate: float | None = None) -> dict:
                 row["per_worker_full_size_decode"] = per_worker(folder, max(4, clips // 4), decode_short_side=None)
             row["all_cores"] = all_cores(folder, 2 if quick else 6, workers)
             rows.append(row)
-    rate = step_rate if step_rate is not None else step_rate_4ds_s()
+    if step_rate is None:
+        batch = 1 if quick else 4
+        rate = step_rate_4ds_s(batch, 1 if quick else 2)
+        source = f"bench_pretrain 4ds-s worker run by this benchmark, batch {batch}, fp32"
+    else:
+        rate, source = step_rate, step_rate_source or "--step-rate"
     return {
         "clip": f"16 frames, stride 2, -> {CROP}x{CROP} (decode at short side {SHORT_SIDE}, random crop, flip)",
-        "workers": workers, "rows": rows, "4ds_s_clips_per_s": rate,
-        "step_rate_source": "--step-rate" if step_rate is not None else "bench_pretrain 4ds-s worker, batch 4, fp32",
+        "workers": workers, "rows": rows, "4ds_s_clips_per_s": rate, "step_rate_source": source,
         "keeps_up": all(r["all_cores"] >= 2 * rate for r in rows),
     }
+
+
+def run(quick: bool = False, context: dict | None = None) -> dict:
+    """The benchmark-suite entry: the model's step rate comes from this run's pretrain benchmark when it ran
+    (4DS-S at batch 4; in a quick run its tiny model), else it is measured here."""
+    earlier = ((context or {}).get("results", {}).get("pretrain", {}).get("exports", {}).get("step_rate"))
+    raw = measure(quick, earlier["clips_per_s"] if earlier else None, earlier["source"] if earlier else None)
+    rate = raw["4ds_s_clips_per_s"]
+    model = earlier["model"].upper() if earlier else "4DS-S"
+    figs = [figure(f"{model} consumption (pretraining step rate)", rate, "clips/s", note=raw["step_rate_source"])]
+    for r in raw["rows"]:
+        tag = f"{r['video']}, keyint {r['keyint']}"
+        figs.append(figure(f"{tag}: clips/s per worker", r["per_worker"], "clips/s"))
+        if "per_worker_full_size_decode" in r:
+            figs.append(figure(f"{tag}: clips/s per worker, full-size decode then resize",
+                               r["per_worker_full_size_decode"], "clips/s"))
+        figs.append(figure(f"{tag}: clips/s with {raw['workers']} workers", r["all_cores"], "clips/s",
+                           peer=rate, peer_name=f"{model} consumption", goal=">= 2x consumption",
+                           met=r["all_cores"] >= 2 * rate))
+    notes = [f"Loader: {raw['clip']}; uint8 out; one DataLoader worker per core for 'workers'.",
+             f"Ratio = loader clips/s / {model} clips/s on the same CPU; the loader and the model would share "
+             "these cores in a real CPU run, so this is an upper bound on headroom."]
+    if quick:
+        notes.insert(0, "QUICK smoke run: one 360p file pair, few clips; compared with the quick run's tiny model.")
+    return result("data", f"Data loader (decode + augment) vs {model} consumption", figs, notes, raw)
 
 
 def main() -> None:
@@ -142,7 +174,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--step-rate", type=float, default=None, help="4DS-S clips/s to compare with (skip measuring)")
     args = parser.parse_args()
-    res = run(args.quick, args.step_rate)
+    res = measure(args.quick, args.step_rate)
     print(f"loader: {res['clip']}; {res['workers']} workers for 'all cores'")
     print(f"{'video':<24} {'keyint':<20} {'clips/s/worker':>15} {'(full-size decode)':>19} {'clips/s all cores':>18}")
     for r in res["rows"]:

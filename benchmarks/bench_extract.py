@@ -21,7 +21,6 @@ import argparse
 import ast
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,11 +29,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._report import figure, peak_rss_mib, result  # noqa: E402
+
 KEYS_B_DEPTH = ROOT / "tests" / "fixtures" / "official" / "keys_B_depth.txt"
 
 
 def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_mib()
 
 
 def worker_extract(model: str, clips: int, repeats: int) -> dict:
@@ -119,8 +122,8 @@ def _subprocess(*argv: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(quick: bool = False, clips: int | None = None, official_cmd: str | None = None) -> dict:
-    """Measure; returns a dict of figures (see the module docstring)."""
+def measure(quick: bool = False, clips: int | None = None, official_cmd: str | None = None) -> dict:
+    """Measure; returns a dict of raw figures (see the module docstring)."""
     model = "4ds-tiny" if quick else "4ds-b"
     clips = clips or (2 if quick else 4)
     result: dict = {
@@ -142,6 +145,34 @@ def run(quick: bool = False, clips: int | None = None, official_cmd: str | None 
     return result
 
 
+def run(quick: bool = False, context: dict | None = None) -> dict:
+    """The benchmark-suite entry: :func:`measure` in the uniform result schema."""
+    raw = measure(quick)
+    e = raw["extract"]
+    figs = [
+        figure(f"fourds extract {e['model']} {e['clip']}: clips/s (best run)", e["extract_clips_per_s"], "clips/s",
+               note=f"median {e['extract_clips_per_s_median']:.3g}"),
+        figure("backbone forward alone", e["forward_s_per_clip"], "s/clip",
+               note=f"median {e['forward_s_per_clip_median']:.3g}"),
+        figure("peak RSS of the extract process", e["peak_rss_mib"], "MiB"),
+        figure("features on disk (layers 0.95, 0.75)", e["output_mib_per_clip"], "MiB/clip"),
+    ]
+    if "convert" in raw:
+        c = raw["convert"]
+        figs += [figure(f"import of a scaling4d_dist_b_depth.npz-layout file ({c['npz_bytes'] / 2**20:,.0f} MiB)",
+                        c["convert_s"], "s"),
+                 figure("peak RSS of the import", c["peak_rss_mib"], "MiB")]
+    notes = [f"Whole `fourds extract MODEL VIDEO --layers 0.95,0.75` command (decode, resize, windows, forward, "
+             f"save) on a {e['clips']}-clip H.264 video, fp32, {e['threads']} threads, after a warm-up run; random "
+             "weights (speed does not depend on them).",
+             f"Load average {raw['load_avg_at_start']:.1f} at start, {raw['load_avg_at_end']:.1f} at end.",
+             "No peer here: the official JAX forward can be timed with `python benchmarks/bench_extract.py "
+             "--official-cmd ...` where JAX is installed."]
+    if quick:
+        notes.insert(0, "QUICK smoke run: 4ds-tiny, 2 clips, no import — plumbing only.")
+    return result("extract", "Feature extraction (fourds extract) and official-checkpoint import", figs, notes, raw)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="4ds-tiny, 2 clips, no conversion (seconds)")
@@ -160,7 +191,7 @@ def main() -> None:
             out = worker_convert(rest[0])
         print(json.dumps(out))
         return
-    res = run(args.quick, args.clips, args.official_cmd)
+    res = measure(args.quick, args.clips, args.official_cmd)
     if args.json:
         print(json.dumps(res, indent=2))
         return

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,16 +33,21 @@ from fourds.readouts import AttentionReadout
 from fourds.train.probe import run_probe
 from fourds.train.probe_config import ProbeConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._report import figure, result  # noqa: E402
+
 CLIP = (16, 224, 224)
+QUICK_CLIP = (16, 64, 64)
 
 
 class _Readout(nn.Module):
-    def __init__(self, kind: str, dim: int, grid: tuple[int, int, int]) -> None:
+    def __init__(self, kind: str, dim: int, clip: tuple[int, int, int] = CLIP, width_scale: int = 1) -> None:
         super().__init__()
         if kind == "ssv2":
-            self.net = AttentionReadout(dim, 768, 12, 174, num_queries=1, steps=16)
+            self.net = AttentionReadout(dim, 768 // width_scale, 12 // width_scale, 174, num_queries=1, steps=clip[0])
         else:
-            self.net = AttentionReadout(dim, 1024, 16, 128, num_queries=CLIP[0] // 2 * (CLIP[1] // 8) * (CLIP[2] // 8), steps=16)
+            self.net = AttentionReadout(dim, 1024 // width_scale, 16 // width_scale, 128,
+                                        num_queries=clip[0] // 2 * (clip[1] // 8) * (clip[2] // 8), steps=clip[0])
         self.kind = kind
 
     def forward(self, features: Tensor, batch: dict) -> Tensor:
@@ -50,15 +56,15 @@ class _Readout(nn.Module):
 
 
 class _Clips:
-    def __init__(self, n: int) -> None:
-        self.n = n
+    def __init__(self, n: int, clip: tuple[int, int, int] = CLIP) -> None:
+        self.n, self.clip = n, clip
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int) -> dict:
         g = torch.Generator().manual_seed(i)
-        return {"video": torch.randint(0, 256, (*CLIP, 3), dtype=torch.uint8, generator=g),
+        return {"video": torch.randint(0, 256, (*self.clip, 3), dtype=torch.uint8, generator=g),
                 "label": torch.tensor(i % 174)}
 
 
@@ -66,20 +72,21 @@ class BenchTask:
     """Random clips with a classification (ssv2) or dense regression (depth) readout of Table 6's shape."""
 
     layer_fraction = 0.95
-    num_frames, frame_stride, input_size, readout_steps = CLIP[0], 2, CLIP[1:], 16
+    frame_stride = 2
     primary_metric = "loss"
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, clip: tuple[int, int, int] = CLIP, width_scale: int = 1) -> None:
         from fourds.metrics import MetricSpec
 
-        self.kind, self.name = kind, f"bench_{kind}"
+        self.kind, self.name, self.clip, self.width_scale = kind, f"bench_{kind}", clip, width_scale
+        self.num_frames, self.input_size, self.readout_steps = clip[0], clip[1:], clip[0]
         self.metric_specs = {"loss": MetricSpec("loss", "lower", "mean")}
 
     def dataset(self, split: str, **kw) -> _Clips:
-        return _Clips(4)
+        return _Clips(4, self.clip)
 
     def build_readout(self, dim: int, grid: tuple[int, int, int]) -> nn.Module:
-        return _Readout(self.kind, dim, grid)
+        return _Readout(self.kind, dim, self.clip, self.width_scale)
 
     def loss(self, outputs: Tensor, batch: dict) -> Tensor:
         if self.kind == "ssv2":
@@ -118,14 +125,15 @@ class _TimedBackbone(nn.Module):
         return out
 
 
-def measure(kind: str, k: int, backbone: nn.Module, steps: int, batch: int) -> dict:
-    lrs, layers = ([1e-4], [0.95]) if k == 1 else ([1e-4, 3e-4, 1e-3], [0.75, 0.95])
+def measure(kind: str, k: int, backbone: nn.Module, steps: int, batch: int, clip: tuple[int, int, int] = CLIP,
+            model: str = "4ds-b", sweep_layers: tuple[float, float] = (0.75, 0.95), width_scale: int = 1) -> dict:
+    lrs, layers = ([1e-4], [0.95]) if k == 1 else ([1e-4, 3e-4, 1e-3], list(sweep_layers))
     timed = _TimedBackbone(backbone)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = ProbeConfig(backbone="4ds-b", out=tmp, steps=steps, batch_size=batch, warmup_steps=1, lrs=lrs,
+        cfg = ProbeConfig(backbone=model, out=tmp, steps=steps, batch_size=batch, warmup_steps=1, lrs=lrs,
                           layers=layers, select_on="eval", max_eval_samples=1, eval_batch_size=1, log_every=1,
                           save_every=10_000, tensorboard=False, device="cpu", precision="fp32")
-        res = run_probe(cfg, backbone=timed, task=BenchTask(kind))
+        res = run_probe(cfg, backbone=timed, task=BenchTask(kind, clip, width_scale))
         times = [json.loads(line)["step_time_s"] for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
     assert len(res["configs"]) == k and res["backbone_forward_calls"]["train"] == steps
     step = statistics.median(times[1:])
@@ -134,27 +142,67 @@ def measure(kind: str, k: int, backbone: nn.Module, steps: int, batch: int) -> d
             "forward_calls": res["backbone_forward_calls"]["train"], "steps": steps}
 
 
-def run(quick: bool = False) -> dict:
-    """K = 6 vs K = 1 step time for the ssv2 and depth readouts; returns the figures."""
+def measure_all(quick: bool = False, steps: int | None = None, batch: int | None = None,
+                depth_steps: int | None = None) -> dict:
+    """K = 6 vs K = 1 step time for the ssv2 and depth readouts; returns the raw figures.
+
+    Steps per configuration: ``steps`` (default 3: a warm-up and 2 timed) for the ssv2 readout, whose
+    ratio has a goal, and ``depth_steps`` (default 2: 1 timed) for the dense one, reported only and 3x
+    dearer per step. ``quick``: a smoke run of the plumbing (4ds-tiny at 16x64x64, readouts 4x narrower).
+    """
     torch.manual_seed(0)
-    steps = 3 if quick else 4
-    batch = 1 if quick else 2
-    backbone = create("4ds-b", input_size=CLIP).eval()
-    out: dict = {"device": "cpu", "threads": torch.get_num_threads(), "batch": batch, "steps": steps}
+    # 4ds-tiny has 4 blocks, where 0.75 and 0.95 are the same layer: sweep 0.5 / 0.95 there.
+    model, clip, sweep = ("4ds-tiny", QUICK_CLIP, (0.5, 0.95)) if quick else ("4ds-b", CLIP, (0.75, 0.95))
+    scale = 4 if quick else 1
+    steps = steps or 3
+    depth_steps = depth_steps or min(steps, 2)
+    batch = batch or 1
+    backbone = create(model, input_size=clip).eval()
+    out: dict = {"device": "cpu", "threads": torch.get_num_threads(), "batch": batch,
+                 "steps": {"ssv2": steps, "depth": depth_steps},
+                 "model": model, "clip": "x".join(map(str, clip)), "sweep_layers": list(sweep),
+                 "readout_widths": {"ssv2": 768 // scale, "depth": 1024 // scale}}
     for kind in ("ssv2", "depth"):
-        one = measure(kind, 1, backbone, steps, batch)
-        six = measure(kind, 6, backbone, steps, batch)
+        n = steps if kind == "ssv2" else depth_steps
+        one = measure(kind, 1, backbone, n, batch, clip, model, sweep, scale)
+        six = measure(kind, 6, backbone, n, batch, clip, model, sweep, scale)
         out[kind] = {"k1": one, "k6": six, "ratio": six["step_s"] / one["step_s"]}
     out["ssv2_goal_met"] = out["ssv2"]["ratio"] <= 1.5
     return out
 
 
+def run(quick: bool = False, context: dict | None = None) -> dict:
+    """The benchmark-suite entry: :func:`measure_all` in the uniform result schema."""
+    r = measure_all(quick)
+    figs = []
+    for kind, label in (("ssv2", "single-query SSv2-style readout"), ("depth", "dense depth readout")):
+        one, six = r[kind]["k1"], r[kind]["k6"]
+        figs.append(figure(f"{label}: step time K=6", six["step_s"], "s", peer=one["step_s"], peer_name="K=1",
+                           goal="ratio <= 1.5" if kind == "ssv2" else None,
+                           met=r["ssv2_goal_met"] if kind == "ssv2" else None,
+                           note="" if kind == "ssv2" else "reported: the heads dominate"))
+        figs.append(figure(f"{label}: backbone share of the K=1 step", one["backbone_s"], "s", peer=one["step_s"],
+                           peer_name="K=1 step"))
+        figs.append(figure(f"{label}: backbone forward calls / steps (K=6)", six["forward_calls"] / six["steps"],
+                           "calls/step", goal="== 1 (one pass for all K)", met=six["forward_calls"] == six["steps"]))
+    notes = [f"{r['model']} frozen, {r['clip']} clips, batch {r['batch']}, {r['threads']} CPU threads, fp32; median "
+             f"of {r['steps']['ssv2'] - 1} (ssv2) / {r['steps']['depth'] - 1} (depth) timed steps after a warm-up "
+             "step. K=6 = 3 learning rates x layers "
+             f"{'/'.join(map(str, r['sweep_layers']))}; K=1 = layer 0.95."]
+    if quick:
+        notes.insert(0, "QUICK smoke run: 4ds-tiny at 16x64x64, readouts 4x narrower — plumbing only, not the 4DS-B figures.")
+    return result("probe", "Probe sweep cost: K=6 readouts on one backbone pass vs K=1", figs, notes, r)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="batch 1, 3 steps (2 timed)")
+    parser.add_argument("--quick", action="store_true", help="4ds-tiny at 16x64x64 (plumbing only)")
+    parser.add_argument("--steps", type=int, default=None, help="probe steps per configuration (default 3, first untimed)")
+    parser.add_argument("--depth-steps", type=int, default=None, help="steps for the dense readout (default 2)")
+    parser.add_argument("--batch", type=int, default=None, help="clips per step (default 1)")
     args = parser.parse_args()
-    r = run(quick=args.quick)
-    print(f"4DS-B frozen probe, {CLIP[0]}x{CLIP[1]}x{CLIP[2]}, batch {r['batch']}, {r['threads']} CPU thread(s); "
+    r = measure_all(quick=args.quick, steps=args.steps, batch=args.batch, depth_steps=args.depth_steps)
+    print(f"{r['model']} frozen probe, {r['clip']}, batch {r['batch']}, {r['threads']} CPU thread(s); "
           f"median step time after a warm-up step")
     print(f"{'readout':<8} {'K':>2} {'step s':>8} {'backbone s':>11} {'heads s':>8} {'fwd calls':>10}")
     for kind in ("ssv2", "depth"):

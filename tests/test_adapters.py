@@ -255,3 +255,10 @@ def test_probe_accepts_adapter_specs(hf_models, tmp_path, backbone):
     head = json.loads((tmp_path / "probe" / "heads" / res["chosen"] / "config.json").read_text())
     expected = {"hf-dinov2": [4, 4, 4], "hf-vjepa2": [2, 4, 4], "perframe": [4, 2, 2]}[backbone]
     assert head["grid"] == expected  # the probe built its readout on the adapter's reported grid
+
+
+def test_a_save_pretrained_folder_needs_no_hf_prefix(hf_models):
+    from fourds.train.probe_heads import resolve_backbone
+
+    backbone = resolve_backbone(str(hf_models["vjepa2"]))
+    assert backbone.num_layers == LAYERS and tuple(backbone.grid) == (2, 4, 4)

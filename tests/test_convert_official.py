@@ -233,6 +233,14 @@ def test_convert_folder_round_trip(tmp_path: Path, io: dict) -> None:
     with pytest.raises(ValueError, match="--overwrite"):
         cli(["-v", "convert", "official", str(DEPTH), str(out)])
     assert cli(["convert", "official", str(BACKBONE), str(out), "--overwrite"]) == 0
+    # The backbone-only file has no head: the depth head of the earlier conversion is gone, not kept stale.
+    assert load_heads(out) == {} and not (out / "heads").exists()
+    assert load(out).num_layers == 4
+    # A failed conversion leaves the folder as it was.
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError):
+        cli(["-v", "convert", "official", str(tmp_path / "bad.npz"), str(out), "--overwrite"])
+    assert (out / "config.json").is_file()
 
 
 def test_convert_backbone_only_folder_has_no_heads(tmp_path: Path) -> None:

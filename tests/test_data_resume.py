@@ -64,8 +64,16 @@ def test_resume_continues_the_exact_sample_sequence_without_decoding_the_past(fo
 
 
 def test_too_many_bad_videos_stop_the_run_with_the_setting_named(folder, tmp_path):
-    with pytest.raises(RuntimeError, match=r"--max-decode-failures 0.01"):
-        pretrain(_cfg(tmp_path, "strict", max_decode_failures=0.01, data=str(folder)))
+    mostly_bad = tmp_path / "mostly_bad"
+    mostly_bad.mkdir()
+    for name in ("v0.mp4", "v1.mp4"):
+        (mostly_bad / name).write_bytes((folder / name).read_bytes())
+    for i in range(12):
+        (mostly_bad / f"broken{i:02d}.mp4").write_bytes((folder / "broken.mp4").read_bytes())
+    with pytest.raises(RuntimeError, match=r"decode attempts failed .*--max-decode-failures 0.01"):
+        pretrain(_cfg(tmp_path, "strict", max_decode_failures=0.01, data=str(mostly_bad)))
+    # One bad file in six is skipped, not fatal, however strict the fraction: fewer than 10 failures.
+    pretrain(_cfg(tmp_path, "one_bad", max_decode_failures=0.01, data=str(folder), steps=2))
 
 
 def test_cli_pretrain_accepts_a_folder_and_a_missing_path_fails_early(folder, tmp_path, capsys):

@@ -135,13 +135,46 @@ def test_bad_videos_are_skipped_counted_and_named_once(folder, tmp_path, caplog)
     assert monitor.skips >= 6  # each bad file at least once per epoch (more when bad ones are adjacent)
     named = [r.message for r in caplog.records if "skipping unreadable video" in r.message]
     assert len(named) == 3  # named once each
-    assert monitor.scalars() == {"data/skipped_samples": float(monitor.skips), "data/bad_videos": 3.0}
+    assert monitor.scalars() == {"data/skipped_samples": float(monitor.skips), "data/bad_videos": 3.0,
+                                 "data/failed_fraction": monitor.skips / (monitor.skips + 18)}
     # the same ids give the same clips (deterministic skip), and a strict threshold stops with a clear error
     assert torch.equal(ds[5]["video"], out[5]["video"])
-    strict = DecodeFailures(len(source), max_fraction=0.01)
-    with pytest.raises(RuntimeError, match=r"failed to decode .*--max-decode-failures 0.01.*fourds data check"):
+    strict = DecodeFailures(len(source), max_fraction=0.01, min_failures=3)
+    with pytest.raises(RuntimeError, match=r"decode attempts failed .*--max-decode-failures 0.01.*fourds data check"):
         for o in out:
             strict.update([x for x in o["failed"].split("\n") if x])
+
+
+def test_decode_failure_fraction_is_over_samples_drawn_with_a_minimum_count():
+    # One bad file among 200, met once per epoch: 1 failed attempt in 201 (0.5 %) never stops the run.
+    monitor = DecodeFailures(200, max_fraction=0.01)
+    for epoch in range(20):
+        monitor.update(["bad.mp4: corrupt"], samples=1)
+        monitor.update([], samples=199)
+    assert (monitor.skips, monitor.attempts) == (20, 4020) and set(monitor.bad) == {"bad.mp4"}
+    # One bad file among 50 is 2 % of the samples: not on its first encounter (a minimum of 10 failures),
+    # but at the tenth, 10 of 460 + 1 attempts.
+    small = DecodeFailures(50, max_fraction=0.01)
+    for epoch in range(9):
+        small.update(["bad.mp4: corrupt"], samples=1)
+        small.update([], samples=49)
+    with pytest.raises(RuntimeError, match=r"10 of 461 video decode attempts failed \(2.2% > --max-decode-failures"):
+        small.update(["bad.mp4: corrupt"], samples=1)
+    # 10 % of attempts failing trips the rule as soon as the minimum count is reached, not before.
+    failing = DecodeFailures(50, max_fraction=0.05, min_failures=10)
+    for n in range(9):
+        failing.update([f"b{n}.mp4: corrupt"], samples=9)
+    with pytest.raises(RuntimeError, match=r"10 of 100 video decode attempts failed \(10.0% > --max-decode-failures 0.05"):
+        failing.update(["b9.mp4: corrupt"], samples=9)
+    # Several ranks: records are committed through the all-reduce (here: two identical ranks), and the
+    # counts survive a checkpoint round trip.
+    ranks = DecodeFailures(50, max_fraction=0.5)
+    ranks.update(["x.mp4: bad"], samples=3, check=False)
+    ranks.commit(lambda counts: [2 * c for c in counts])
+    assert (ranks.skips, ranks.attempts) == (2, 8)
+    restored = DecodeFailures(50)
+    restored.load_state_dict(ranks.state_dict())
+    assert (restored.skips, restored.attempts, restored.bad) == (2, 8, {"x.mp4": "bad"})
 
 
 def test_short_videos_repeat_their_last_frame(folder):

@@ -150,7 +150,7 @@ def test_probe_cli_passes_data_root(tmp_path, monkeypatch):
 
     got = {}
 
-    def fake_run(cfg):  # noqa: ANN001, ANN202
+    def fake_run(cfg, **kwargs):  # noqa: ANN001, ANN003, ANN202
         got["cfg"] = cfg
         return {"primary_metric": "m", "configs": [], "chosen": None}
 

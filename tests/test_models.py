@@ -114,6 +114,33 @@ def test_attention_matches_explicit_softmax():
     torch.testing.assert_close(attn(x), expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_last_block_with_fewer_queries_equals_the_full_blocks_last_rows(checkpointing):
+    """``run_blocks(..., keep_last=m)`` returns the last m rows of the full result, and the gradients of
+    anything computed from those rows are the full path's (every token is still a key and a value)."""
+    vit = tiny_vit()
+    vit.set_grad_checkpointing(checkpointing)
+    x = torch.randn(2, 9, 64, requires_grad=True)
+    full = vit.run_blocks(x, 1, 3)
+    weights = torch.randn(2, 5, 64)
+    (full[:, -5:] * weights).sum().backward()
+    expected = {n: p.grad.clone() for n, p in vit.named_parameters() if p.grad is not None}
+    expected_x = x.grad.clone()
+    vit.zero_grad()
+    x.grad = None
+    part = vit.run_blocks(x, 1, 3, keep_last=5)
+    assert part.shape == (2, 5, 64)
+    torch.testing.assert_close(part, full[:, -5:], atol=1e-5, rtol=1e-5)
+    (part * weights).sum().backward()
+    torch.testing.assert_close(x.grad, expected_x, atol=1e-5, rtol=1e-5)
+    got = {n: p.grad for n, p in vit.named_parameters() if p.grad is not None}
+    assert got.keys() == expected.keys()
+    for n in expected:
+        torch.testing.assert_close(got[n], expected[n], atol=1e-5, rtol=1e-5)
+    # one block, every row wanted: the plain forward
+    torch.testing.assert_close(vit.blocks[2](x, 9), vit.blocks[2](x), atol=1e-6, rtol=1e-6)
+
+
 def test_positional_embedding_interpolation():
     vit = tiny_vit()
     assert fm.resize_grid_embedding(vit.pos_embed, vit.grid) is vit.pos_embed  # trained grid: untouched

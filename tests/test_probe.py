@@ -156,3 +156,13 @@ def test_two_ranks_train_the_same_readouts_as_one_process(tmp_path):
     for x, y in zip(ra["configs"], rb["configs"]):  # evaluation gathered over both ranks' shards
         assert x["test"]["num_samples"] == y["test"]["num_samples"] == 4
         assert x["test"]["toy_mse"] == pytest.approx(y["test"]["toy_mse"], rel=1e-4)
+
+
+def test_resume_takes_the_saved_settings_and_refuses_changes(tmp_path):
+    first = run_probe(cfg(tmp_path, steps=4, save_every=2), task=ToyTask())
+    # Only out + resume given: everything else comes from the run's config.json (steps 4, lr 1e-3, ...).
+    again = run_probe(ProbeConfig(out=str(tmp_path / "run"), resume=True, tensorboard=False), task=ToyTask())
+    assert again["config"]["steps"] == 4 and again["config"]["lrs"] == [1e-3]
+    assert again["test"] == first["test"]
+    with pytest.raises(ValueError, match=r"--lrs \[0\.01\] \(saved: \[0\.001\]\)"):
+        run_probe(ProbeConfig(out=str(tmp_path / "run"), resume=True, lrs=[1e-2]), task=ToyTask())

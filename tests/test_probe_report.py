@@ -55,7 +55,7 @@ def test_report_names_a_folder_without_results(tmp_path, capsys):
 def test_probe_command_parses_sweeps_and_prints_the_choice(tmp_path, monkeypatch, capsys):
     seen = {}
 
-    def fake_run_probe(cfg):
+    def fake_run_probe(cfg, **kwargs):
         seen["cfg"] = cfg
         return {"primary_metric": "m", "chosen": "b", "configs": [
             {"name": "a", "val": {"m": 1.0}, "test": {"m": 2.0}, "diverged": False},

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fourds.cli.report_cmd",
     "fourds.cli.distill_cmd",
     "fourds.cli.synth_cmd",
+    "fourds.cli.bench_cmd",
     "fourds.cli.demo_cmd",
 )
 

@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     o.add_argument("out", metavar="OUT_DIR", help="model folder to write")
     o.add_argument("--readout-depth", type=float, default=0.95,
                    help="the official EncoderToReadout readout_depth (default 0.95, as in the depth demo)")
-    o.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    o.add_argument("--overwrite", action="store_true", help="replace an existing model folder (its heads/ are removed too)")
     o.set_defaults(func=run_official)
 
 
@@ -34,9 +34,7 @@ def run_official(args: argparse.Namespace) -> int:
     from fourds.models import count_parameters, load
 
     out = Path(args.out)
-    if (out / "config.json").exists() and not args.overwrite:
-        raise ValueError(f"{out} already holds a model (config.json); pass --overwrite to replace it")
-    convert_official(args.src, out, readout_depth=args.readout_depth)
+    convert_official(args.src, out, overwrite=args.overwrite, readout_depth=args.readout_depth)
     backbone = load(out)
     c = backbone.cfg
     print(f"wrote {out}: video ViT D={c.dim} L={c.depth} heads={c.num_heads} MLP={c.mlp_dim} "

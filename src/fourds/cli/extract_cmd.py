@@ -11,7 +11,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="extract features of any layers for whole videos (sliding windows)",
         description="Cut each video into windows of the model's clip length, run the backbone and save the "
         "features of the requested layers as OUT/<video>.safetensors (or OUT/<video>/*.npy), with frame "
-        "indices, token pixel boxes and metadata that map every token back to frames and pixels.",
+        "indices, token pixel boxes and metadata that map every token back to frames and pixels. Unreadable "
+        "videos are skipped and listed at the end (exit status 1 if any failed).",
     )
     p.add_argument("model", help="fourds model folder, or an official 4DS .npz")
     p.add_argument("videos", nargs="+", metavar="VIDEO_OR_FOLDER",
@@ -49,6 +50,7 @@ def parse_size(spec: str | None, default: tuple[int, int]) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     import logging
+    import sys
     import time
     from pathlib import Path
 
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     from fourds.inference.extract import describe_tokens, extract_features, save_extraction, token_boxes
     from fourds.inference.models import open_model
-    from fourds.inference.video_io import find_videos, read_video
+    from fourds.inference.video_io import UNREADABLE, find_videos, read_video
     from fourds.models.backbone import parse_layer_spec
 
     log = logging.getLogger("fourds.extract")
@@ -69,9 +71,15 @@ def run(args: argparse.Namespace) -> int:
     out_dtype = np.dtype(np.float16 if args.half else np.float32)
     out_root = Path(args.out)
     out_root.mkdir(parents=True, exist_ok=True)
+    failed: list[tuple[Path, str]] = []
     for path, stem in videos:
         start = time.perf_counter()
-        frames, info = read_video(path, size)
+        try:
+            frames, info = read_video(path, size)
+        except UNREADABLE as err:  # skip it, go on with the next video, list it at the end
+            failed.append((path, str(err)))
+            log.warning("skipping %s: %s", path, err)
+            continue
         allocate = None
         if args.format == "npy":
             folder = out_root / stem
@@ -97,4 +105,9 @@ def run(args: argparse.Namespace) -> int:
         log.info("%s: %d frames -> %d windows, layers %s, %.1f s -> %s", path, info.num_frames, windows,
                  result.meta["layers"], time.perf_counter() - start, written)
         print(written)
+    if failed:
+        print(f"{len(failed)} of {len(videos)} videos could not be read and were skipped:", file=sys.stderr)
+        for path, reason in failed:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        return 1
     return 0

@@ -12,23 +12,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Parameter counts (encoder, latent grid, pixel decoder) and forward GFLOPs per clip, "
         "counted on the meta device with torch.utils.flop_counter.",
     )
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these sizes (default: all registered)")
     p.add_argument("--clip", default="16x224x224", help="clip size TxHxW for the FLOP count (default 16x224x224)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
 
-def model_table(clip: tuple[int, int, int]) -> list[dict]:
-    """One row per registered size; FLOPs of the full encoder forward (no masking, feature extraction)
-    and of the SimpleMAE training forward (95% masked), per clip."""
+def parse_clip(spec: str) -> tuple[int, int, int]:
+    """``"16x224x224"`` → ``(16, 224, 224)``; a clear error otherwise."""
+    parts = spec.lower().split("x")
+    try:
+        clip = tuple(int(v) for v in parts)
+    except ValueError:
+        clip = ()
+    if len(clip) != 3 or min(clip) < 1:
+        raise ValueError(f"--clip {spec!r}: expected TxHxW with three positive integers, e.g. 16x224x224")
+    return clip  # type: ignore[return-value]
+
+
+def model_table(clip: tuple[int, int, int], names: list[str] | None = None) -> list[dict]:
+    """One row per registered size (or per name of ``names``); FLOPs of the full encoder forward (no
+    masking, feature extraction) and of the SimpleMAE training forward (95% masked), per clip."""
     import torch
 
     from fourds.models import get_preset, list_models, simple_mae
     from fourds.train.flops import count_forward_flops
 
+    for name in names or []:
+        get_preset(name)  # unknown names fail with the registered list
     rows = []
-    for name in list_models():
+    for name in names or list_models():
         with torch.device("meta"):
-            mae = simple_mae(name, input_size=clip)
+            try:
+                mae = simple_mae(name, input_size=clip)
+            except ValueError as err:
+                raise ValueError(f"--clip {'x'.join(map(str, clip))} does not fit {name}: {err}") from None
             enc = sum(p.numel() for p in mae.encoder.parameters())
             latent = mae.latent_tokens.numel()
             decoder = sum(p.numel() for p in mae.decoder.parameters())
@@ -61,12 +79,7 @@ def _m(n: float) -> str:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    try:
-        clip = tuple(int(v) for v in args.clip.lower().split("x"))
-        assert len(clip) == 3
-    except (ValueError, AssertionError):
-        raise ValueError(f"--clip {args.clip!r}: expected TxHxW, e.g. 16x224x224") from None
-    rows = model_table(clip)  # type: ignore[arg-type]
+    rows = model_table(parse_clip(args.clip), args.names or None)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

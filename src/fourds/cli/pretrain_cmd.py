@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from fourds.cli.config_args import add_dataclass_args, dataclass_from_args
 
@@ -15,7 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="pretrain a 4DS model with SimpleMAE",
         description="SimpleMAE pretraining. Unset flags take the model preset's defaults (paper Table 5 for "
         "the 4DS sizes). Several GPUs/machines: launch the same command with torchrun, e.g. "
-        "`torchrun --nproc-per-node 8 -m fourds pretrain --model 4ds-b --strategy fsdp ...`.",
+        "`torchrun --nproc-per-node 8 -m fourds pretrain --model 4ds-b --strategy fsdp ...`. "
+        "--resume continues the run in --out with its saved settings; only --steps, logging, checkpointing, "
+        "workers and compute switches (device, precision, strategy, grad accumulation, activation "
+        "checkpointing, compile) may be given again with new values.",
     )
     add_dataclass_args(p, PretrainConfig)
     p.set_defaults(func=run)
@@ -27,8 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from fourds.train.pretrain import pretrain
 
     cfg = dataclass_from_args(PretrainConfig, args)
+    # --resume continues the saved run: only the flags given here may override it (see pretrain()).
+    given = [f.name for f in dataclasses.fields(PretrainConfig) if getattr(args, f.name, None) is not None]
     try:
-        final = pretrain(cfg)
+        final = pretrain(cfg, explicit=given)
     finally:
         shutdown_distributed()
     import os

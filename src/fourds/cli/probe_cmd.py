@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 from fourds.cli.config_args import add_dataclass_args, dataclass_from_args
@@ -12,6 +13,8 @@ _LISTS = {
     "layers": ("readout layers: decimals are fractional depths (0.95), integers layer indices (12, -1); "
                "default: the task's layer. The paper's layer study: 0.25 0.5 0.75 0.85 0.95 1.0", None),
     "weight_decays": ("AdamW weight decays to sweep (default: 1e-4 frozen, 1e-4 5e-2 finetuned)", float),
+    "steps": ("optimiser steps (default: 40000 frozen, 20000 finetuned); with --finetune several lengths, e.g. "
+              "20000 40000 80000 (the paper's schedules), run every configuration once per length", int),
 }
 
 
@@ -41,6 +44,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "layouts: docs/datasets.md; check it first with `fourds data check DIR --dataset NAME`)")
     for name, (help_, _) in _LISTS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, nargs="+", default=None, metavar="V", help=help_)
+    from fourds.train.probe_config import SELECT_ON
+
+    for action in p._actions:  # the choices, listed in --help and checked by argparse
+        if action.dest == "select_on":
+            action.choices = SELECT_ON
+            action.help = (f"{{{','.join(SELECT_ON)}}}: train-holdout (default) chooses the configuration on a held-out "
+                           "slice of the training split (--holdout-fraction) and reports on --eval-split; eval chooses "
+                           "and reports on the evaluation split (the paper's practice, optimistic)")
     p.set_defaults(func=run)
 
 
@@ -51,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
     from fourds.train.probe_config import ProbeConfig
 
     cfg = dataclass_from_args(ProbeConfig, args)
+    # --resume continues the saved run: only the flags given here may override it (see run_probe()).
+    given = {f.name for f in dataclasses.fields(ProbeConfig) if getattr(args, f.name, None) is not None}
+    if args.data_root is not None:
+        given.add("data_kwargs")
     if args.data_root is not None:
         if not os.path.isdir(args.data_root):
             raise FileNotFoundError(f"--data-root {args.data_root}: no such folder")
@@ -62,11 +77,18 @@ def run(args: argparse.Namespace) -> int:
                 setattr(cfg, name, [float(v) for v in values])
             except ValueError as err:
                 raise ValueError(f"--{name.replace('_', '-')} {values}: expected numbers, e.g. 1e-4 3e-4") from err
+    steps = _split(args.steps)
+    if steps is not None:
+        try:
+            values = [int(v) for v in steps]
+        except ValueError as err:
+            raise ValueError(f"--steps {steps}: expected integers, e.g. 20000 40000 80000") from err
+        cfg.steps = values[0] if len(values) == 1 else values
     layers = _split(args.layers)
     if layers is not None:
         cfg.layers = parse_layer_spec(",".join(layers))
     try:
-        results = run_probe(cfg)
+        results = run_probe(cfg, explicit=given)
     finally:
         shutdown_distributed()
     if os.environ.get("RANK", "0") == "0":

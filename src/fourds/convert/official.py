@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from fourds.convert.heads import VideoPatchReadout, save_heads
+from fourds.convert.heads import HEADS_DIR, VideoPatchReadout, save_heads
 from fourds.convert.npz import ArrayInfo, NpzReader
-from fourds.models.io import save_model
+from fourds.models.io import CONFIG_NAME, save_model
 from fourds.models.vit import VideoViT, ViTConfig
 
 _PATCH_KERNEL = "encoder/patch_embedding/Conv_0/kernel"
@@ -386,14 +387,27 @@ def from_official_npz(
     return backbone.eval(), heads
 
 
-def convert_official(src: str | Path, out_dir: str | Path, **kwargs: Any) -> Path:
+def convert_official(src: str | Path, out_dir: str | Path, overwrite: bool = False, **kwargs: Any) -> Path:
     """``fourds convert official``: ``src`` ``.npz`` → model folder ``out_dir`` (config.json +
     model.safetensors, heads in ``heads/<name>/``), loadable with :func:`fourds.models.load` and
-    :func:`fourds.convert.load_heads`. ``kwargs`` go to :func:`from_official_npz`."""
-    src = Path(src)
+    :func:`fourds.convert.load_heads`. ``kwargs`` go to :func:`from_official_npz`.
+
+    Args:
+        overwrite: replace a model already in ``out_dir``; its ``heads/`` go too (after the new file has
+            been read successfully), so a backbone-only file never inherits the heads of an earlier one.
+
+    Raises:
+        ValueError: ``out_dir`` already holds a model and ``overwrite`` is False (or ``src`` is malformed).
+    """
+    src, out_dir = Path(src), Path(out_dir)
+    stale = out_dir / HEADS_DIR
+    if ((out_dir / CONFIG_NAME).exists() or stale.exists()) and not overwrite:
+        raise ValueError(f"{out_dir} already holds a model ({CONFIG_NAME} or {HEADS_DIR}/); pass --overwrite to replace it")
     backbone, heads = from_official_npz(src, **kwargs)
     source = {"format": "official 4DS npz (google-deepmind/representations4d)", "file": src.name,
               "bytes": src.stat().st_size}
+    if stale.is_dir():
+        shutil.rmtree(stale)
     save_model(backbone, out_dir, extra={"source": source})
     save_heads(heads, out_dir)
-    return Path(out_dir)
+    return out_dir

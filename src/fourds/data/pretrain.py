@@ -181,15 +181,19 @@ def make_loader(
 def build_source(spec: str, seed: int = 0, image_size: int = 224) -> VideoSource:
     """Resolve a ``--data`` spec to a :class:`VideoSource`.
 
-    ``random``: :class:`RandomVideos` at ~1.25x the crop size. ``synthetic``: procedural 4D scenes.
+    ``random``: :class:`RandomVideos` at ~1.25x the crop size. ``synthetic``: procedural 4D scenes
+    (:class:`fourds.data.synthetic.SyntheticVideos`, an infinite stream whose clip ``n`` is a pure
+    function of ``(seed, n)``), rendered at ``round(1.15 x image_size)`` square, the
+    default resize of pretraining, so the augmentation's resize is a no-op and only crops and flips.
     """
     if spec == "random":
         side = int(round(image_size * 1.25))
         return RandomVideos(size=(side, side))
     if spec == "synthetic":
-        # Until the procedural-scenes generator lands this falls back to moving squares.
-        side = int(round(image_size * 1.25))
-        return RandomVideos(size=(side, side))
+        from fourds.data.synthetic import SyntheticVideos
+
+        side = round(1.15 * image_size)
+        return SyntheticVideos(size=(side, side), seed=seed)
     raise ValueError(
         f"--data {spec!r} is not a known source; use 'synthetic' or 'random' (file sources: see the README)"
     )

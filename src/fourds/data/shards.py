@@ -15,6 +15,11 @@ Two ways to read:
   sample is read twice and a resume reads nothing it skips.
 - :class:`ShardStream`: sequential streaming, each shard read start to end by exactly one
   (rank, worker) pair (:func:`split_shards`), for one pass over data too remote for random access.
+
+Both read the tar files with the standard library's :mod:`tarfile`, not the ``webdataset`` package:
+its pipelines stream shards sequentially and have no random access by byte offset, which the exact,
+decode-nothing-twice resume and the per-sample skip of bad members rely on. The shards stay readable by
+``webdataset`` (same layout).
 """
 
 from __future__ import annotations

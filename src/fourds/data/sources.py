@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -270,48 +270,88 @@ class FileVideos:
 
 class DecodeFailures:
     """Loop-side bookkeeping of skipped videos: names each bad video once in the log, counts every
-    skip, and stops the run when more than ``max_fraction`` of the source's videos have failed.
+    failed decode attempt, and stops the run when too many of the attempts fail.
 
-    Its state (:meth:`state_dict`) goes into the training checkpoint so the count survives a resume.
+    **The stop rule.** A decode *attempt* is one try to read a sample's video: every sample delivered
+    costs one successful attempt plus one failed attempt per bad video skipped on the way. The run stops
+    when more than ``max_fraction`` of all attempts so far have failed (``--max-decode-failures``,
+    default 0.01), but only once at least ``min_failures`` attempts have failed (default 10), so a single
+    bad file in a small source does not stop a run on its first encounter. The fraction is over samples
+    drawn, not over distinct files: a bad file met once per epoch costs one attempt per epoch.
+
+    **Several ranks.** :meth:`update` records this rank's attempts; :meth:`commit` adds them to the totals,
+    summed over ranks by the ``all_reduce`` it is given (the pretraining loop sums two numbers per
+    step), so the counts and the stop decision are the same on every rank. Bad files are named by the
+    rank that met them.
+
+    Its state (:meth:`state_dict`) goes into the training checkpoint so the counts survive a resume.
     """
 
-    def __init__(self, num_videos: int, max_fraction: float = 0.01, setting: str = "--max-decode-failures") -> None:
+    def __init__(self, num_videos: int, max_fraction: float = 0.01, setting: str = "--max-decode-failures",
+                 min_failures: int = 10) -> None:
         self.num_videos = num_videos
         self.max_fraction = max_fraction
         self.setting = setting
-        self.skips = 0
+        self.min_failures = min_failures
+        self.skips = 0  # failed attempts (all ranks)
+        self.attempts = 0  # all attempts (all ranks)
         self.bad: dict[str, str] = {}
+        self._pending = [0, 0]  # this rank's (failed, all) attempts not yet committed
 
-    def update(self, failed: Sequence[str]) -> list[str]:
-        """Record ``"key: message"`` strings of one batch; returns the newly seen ones (already logged)."""
+    def update(self, failed: Sequence[str], samples: int = 1, check: bool = True) -> list[str]:
+        """Record one draw of ``samples`` samples during which the ``"key: message"`` strings of
+        ``failed`` were skipped; returns the newly seen ones (already logged). With ``check`` (one
+        process) the counts are committed and the stop rule applied at once."""
         new = []
+        failed = [item for item in failed if item]
         for item in failed:
-            if not item:
-                continue
-            self.skips += 1
             key, _, message = item.partition(": ")
             if key not in self.bad:
                 self.bad[key] = message
                 new.append(item)
                 log.warning("skipping unreadable video %s", item)
-        if len(self.bad) > self.max_fraction * self.num_videos:
-            examples = "; ".join(f"{k}: {m}" for k, m in list(self.bad.items())[:3])
-            raise RuntimeError(
-                f"{len(self.bad)} of {self.num_videos} videos failed to decode ({len(self.bad) / self.num_videos:.1%} > "
-                f"{self.setting} {self.max_fraction:g}), e.g. {examples}. Fix or remove them (`fourds data check` lists "
-                f"them all), or raise {self.setting}."
-            )
+        self._pending[0] += len(failed)
+        self._pending[1] += len(failed) + int(samples)
+        if check:
+            self.commit()
         return new
 
+    def commit(self, all_reduce: Callable[[list[float]], list[float]] | None = None) -> None:
+        """Add the recorded attempts to the totals (summed over ranks by ``all_reduce``), then apply
+        the stop rule.
+
+        Raises:
+            RuntimeError: more than ``max_fraction`` of the attempts failed (and at least
+                ``min_failures`` did); names examples and the setting to change.
+        """
+        counts = [float(c) for c in self._pending]
+        if all_reduce is not None:
+            counts = all_reduce(counts)
+        self._pending = [0, 0]
+        self.skips += int(round(counts[0]))
+        self.attempts += int(round(counts[1]))
+        if self.skips >= self.min_failures and self.skips > self.max_fraction * self.attempts:
+            examples = "; ".join(f"{k}: {m}" for k, m in list(self.bad.items())[:3])
+            raise RuntimeError(
+                f"{self.skips} of {self.attempts} video decode attempts failed ({self.skips / self.attempts:.1%} > "
+                f"{self.setting} {self.max_fraction:g}; the rule applies once {self.min_failures} have failed), "
+                f"{len(self.bad)} distinct bad videos seen here, e.g. {examples}. Fix or remove them "
+                f"(`fourds data check` lists them all), or raise {self.setting}."
+            )
+
     def scalars(self) -> dict[str, float]:
-        return {"data/skipped_samples": float(self.skips), "data/bad_videos": float(len(self.bad))}
+        return {"data/skipped_samples": float(self.skips), "data/bad_videos": float(len(self.bad)),
+                "data/failed_fraction": self.skips / self.attempts if self.attempts else 0.0}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"skips": self.skips, "bad": dict(self.bad)}
+        return {"skips": self.skips, "attempts": self.attempts, "bad": dict(self.bad)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.skips = int(state.get("skips", 0))
         self.bad = dict(state.get("bad", {}))
+        if "attempts" in state:
+            self.skips, self.attempts = int(state.get("skips", 0)), int(state["attempts"])
+        else:  # a checkpoint from before attempts were counted: count afresh
+            self.skips = self.attempts = 0
 
 
 def build_pretrain_source(spec: str, seed: int = 0, image_size: int = 224, decode_short_side: int | None = None) -> Any:

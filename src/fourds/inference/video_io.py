@@ -1,11 +1,12 @@
-"""Whole-video decoding and encoding for the inference commands (``fourds extract``, ``fourds depth``).
+"""Whole videos for the inference commands (``fourds extract``, ``fourds depth``), on top of the data
+pipeline: decoding is :func:`fourds.data.video.iter_frames` (streaming, presentation order, exact
+frames), encoding :class:`fourds.data.encode.VideoWriter`, folder listing
+:meth:`fourds.data.sources.FileList.from_folder`.
 
-Decoding streams frames through PyAV and resizes each one as it arrives, so a long video costs only its
-resized frames in memory. The resize reproduces the official 4DS demo's preprocessing
-(``mediapy.resize_video`` on uint8 RGB = ``PIL.Image.resize(..., LANCZOS)``, aspect ratio not kept).
-
-TODO: switch the decoding to ``fourds.data.video.read_clip`` once it is on main (it reads clips, not
-whole videos, so this streaming reader may stay for whole-video inference).
+Frames are resized one at a time as they arrive, so a long video costs only its resized frames in
+memory. The resize reproduces the official 4DS demo's preprocessing (``mediapy.resize_video`` on uint8
+RGB = ``PIL.Image.resize(..., LANCZOS)``, aspect ratio not kept). Besides video files, ``.npy`` arrays
+``(T, H, W, 3)`` (uint8, or float in [0, 1]) are accepted everywhere a video is.
 """
 
 from __future__ import annotations
@@ -17,9 +18,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
+from fourds.data.sources import VIDEO_EXTENSIONS, FileList
+from fourds.data.video import VideoDecodeError, video_info
+from fourds.data.video import iter_frames as decode_frames
+
 ARRAY_SUFFIX = ".npy"
+#: What a folder given to ``fourds extract`` is searched for: the data pipeline's video extensions,
+#: animated GIFs and ``.npy`` arrays.
+INPUT_EXTENSIONS = (*VIDEO_EXTENSIONS, ".gif", ARRAY_SUFFIX)
 DEFAULT_FPS = 25.0
+#: Errors of a video that cannot be read (decoding, or a malformed ``.npy``): skipped by ``fourds extract``.
+UNREADABLE = (VideoDecodeError, ValueError, OSError)
 
 
 @dataclass(frozen=True)
@@ -52,51 +61,41 @@ def _as_uint8(video: np.ndarray, source: str) -> np.ndarray:
     raise ValueError(f"{source}: video array must be uint8 in [0, 255] or float in [0, 1], got {video.dtype}")
 
 
+def _load_array(path: Path) -> np.ndarray:
+    video = np.load(path, mmap_mode="r", allow_pickle=False)
+    if video.ndim != 4 or video.shape[-1] != 3:
+        raise ValueError(f"{path}: expected a video array (T, H, W, 3), got shape {video.shape}")
+    return video
+
+
 def iter_frames(path: str | Path, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-    """Frames of a video file (PyAV) or a ``.npy`` array ``(T, H, W, 3)``, each ``(h, w, 3)`` uint8 RGB,
-    resized to ``size = (h, w)`` when given."""
+    """Frames of a video file or a ``.npy`` array ``(T, H, W, 3)``, each ``(h, w, 3)`` uint8 RGB, resized
+    to ``size = (h, w)`` when given; streamed (one decoded frame in memory at a time).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        VideoDecodeError: the video cannot be decoded (raised where decoding fails).
+        ValueError: a ``.npy`` file that is not a video array.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video {path} does not exist")
     if path.suffix.lower() == ARRAY_SUFFIX:
-        for frame in _as_uint8(np.load(path, mmap_mode="r", allow_pickle=False), str(path)):
+        for frame in _as_uint8(_load_array(path), str(path)):
             yield resize_frame(np.ascontiguousarray(frame), size)
         return
-    import av
-
-    try:
-        container = av.open(str(path))
-    except av.error.FFmpegError as err:
-        raise ValueError(f"{path} is not a readable video ({err})") from err
-    with container:
-        if not container.streams.video:
-            raise ValueError(f"{path} has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        try:
-            for frame in container.decode(stream):
-                yield resize_frame(frame.to_ndarray(format="rgb24"), size)
-        except av.error.FFmpegError as err:
-            raise ValueError(f"{path}: decoding failed ({err}); the file may be corrupt") from err
+    for frame in decode_frames(path, threads=0):  # threads=0: FFmpeg's choice, one video at a time
+        yield resize_frame(frame.numpy(), size)
 
 
 def probe_video(path: str | Path) -> tuple[float, int, int]:
-    """``(fps, height, width)`` of a video file without decoding it (``.npy``: the default fps)."""
+    """``(fps, height, width)`` of a video without decoding it (``.npy``: the default fps)."""
     path = Path(path)
     if path.suffix.lower() == ARRAY_SUFFIX:
-        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        shape = _load_array(path).shape
         return DEFAULT_FPS, int(shape[1]), int(shape[2])
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ValueError(f"{path} has no video stream")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate
-            return (float(rate) if rate else DEFAULT_FPS), int(stream.height), int(stream.width)
-    except av.error.FFmpegError as err:
-        raise ValueError(f"{path} is not a readable video ({err})") from err
+    meta = video_info(path)
+    return (meta.fps or DEFAULT_FPS), meta.height, meta.width
 
 
 def read_video(path: str | Path, size: tuple[int, int] | None = None) -> tuple[np.ndarray, VideoInfo]:
@@ -110,21 +109,29 @@ def read_video(path: str | Path, size: tuple[int, int] | None = None) -> tuple[n
 
 
 def find_videos(inputs: Iterable[str | Path]) -> list[tuple[Path, str]]:
-    """Expand files and folders (searched recursively for video files and ``.npy`` arrays) into
-    ``(path, output stem)`` pairs; stems keep the folder structure (``a/b.mp4`` → ``a__b``)."""
+    """Expand files and folders (searched recursively for :data:`INPUT_EXTENSIONS`) into ``(path, output
+    stem)`` pairs; stems keep the folder structure (``a/b.mp4`` → ``a__b``).
+
+    Raises:
+        FileNotFoundError: an input does not exist.
+        ValueError: nothing to read, or two inputs would write the same output name.
+    """
+    inputs = list(inputs)
     found: list[tuple[Path, str]] = []
-    for item in inputs:
-        item = Path(item)
+    for item in map(Path, inputs):
         if item.is_file():
             found.append((item, item.stem))
         elif item.is_dir():
-            for p in sorted(item.rglob("*")):
-                if p.is_file() and p.suffix.lower() in (*VIDEO_SUFFIXES, ARRAY_SUFFIX):
-                    found.append((p, "__".join(p.relative_to(item).with_suffix("").parts)))
+            try:
+                listing = FileList.from_folder(item, INPUT_EXTENSIONS)
+            except ValueError:  # an empty folder; reported below if every input is empty
+                continue
+            for i, path in enumerate(listing.paths):
+                found.append((path, "__".join(Path(listing.entry(i).key).with_suffix("").parts)))
         else:
             raise FileNotFoundError(f"{item} is neither a video file nor a folder")
     if not found:
-        raise ValueError(f"no videos found in {[str(i) for i in inputs]} (looked for {', '.join(VIDEO_SUFFIXES)}, .npy)")
+        raise ValueError(f"no videos found in {[str(i) for i in inputs]} (looked for {', '.join(INPUT_EXTENSIONS)})")
     stems = [s for _, s in found]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
@@ -133,32 +140,14 @@ def find_videos(inputs: Iterable[str | Path]) -> list[tuple[Path, str]]:
 
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float) -> int:
-    """Encode ``(H, W, 3)`` uint8 RGB frames as H.264 (``libx264``, else MPEG-4) into ``path``; odd sizes are
-    padded by one black row/column (yuv420p needs even sizes). Returns the number of frames written."""
-    import av
+    """Encode ``(H, W, 3)`` uint8 RGB frames, streamed, as H.264 (``libx264``, else MPEG-4, crf 18) into
+    ``path``; odd sizes are padded by one black row/column (yuv420p needs even sizes). Returns the number
+    of frames written."""
+    from fourds.data.encode import VideoWriter
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    count = 0
-    with av.open(str(path), mode="w") as container:
-        stream = None
+    with VideoWriter(path, fps=float(fps), codec=None, crf=18, pad_odd=True) as writer:
         for frame in frames:
-            h, w = frame.shape[:2]
-            if h % 2 or w % 2:
-                frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)))
-            if stream is None:
-                from fractions import Fraction
-
-                stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-                stream.height, stream.width = frame.shape[:2]
-                stream.pix_fmt = "yuv420p"
-                if codec == "libx264":
-                    stream.options = {"crf": "18"}
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-            count += 1
-        if stream is not None:
-            for packet in stream.encode():
-                container.mux(packet)
-    return count
+            writer.write(frame)
+    return writer.count

@@ -148,12 +148,37 @@ register_kind("simple_mae", _build_simple_mae)
 register_kind("video_vit", _build_vit)
 
 
+def _run_folder_hint(folder: Path, config: dict[str, Any]) -> str | None:
+    """The message for a run folder given where a model folder is expected (``None`` if it is not one).
+
+    A pretraining run's ``config.json`` is its run configuration (``model``, ``data``, ``steps``; no
+    ``kind``); its model is in ``<run>/model`` (at the end) and in every ``checkpoints/step_*/``. A probe
+    run's has ``backbone`` and ``task``.
+    """
+    if "kind" in config:
+        return None
+    if {"model", "data", "steps"} <= set(config):
+        steps = sorted((folder / "checkpoints").glob("step_*"))
+        options = [str(folder / "model")] if (folder / "model" / CONFIG_NAME).is_file() else []
+        options += [str(steps[-1])] if steps else []
+        where = " or ".join(options) if options else f"{folder / 'model'} (written when the run finishes) or a checkpoint step folder {folder / 'checkpoints' / 'step_XXXXXXXX'}"
+        return (f"{folder} is a pretraining run folder (its {CONFIG_NAME} is the run configuration), not a model "
+                f"folder; use {where}")
+    if {"backbone", "task"} <= set(config):
+        return (f"{folder} is a probe run folder (fourds probe --out), not a model folder; its trained readouts "
+                f"are in {folder / 'heads'}/<name>/ and finetuned backbones in {folder / 'runs'}/<name>/model")
+    return None
+
+
 def load_module(folder: str | Path) -> nn.Module:
     """Rebuild whatever module the folder describes (any registered ``kind``), in eval mode on CPU."""
     folder = Path(folder)
     config = read_config(folder)
     kind = config.get("kind")
     if kind not in _LOADERS:
+        run = _run_folder_hint(folder, config)
+        if run:
+            raise ValueError(run)
         raise ValueError(f"{folder}/{CONFIG_NAME} has kind={kind!r}; known kinds: {sorted(_LOADERS)}")
     return _LOADERS[kind](folder, config).eval()
 

@@ -182,8 +182,9 @@ class SimpleMAE(nn.Module):
         latent_grid = tuple(s // p for s, p in zip(video.shape[1:4], dec_patch))
         latents = resize_grid_embedding(self.latent_tokens, latent_grid).flatten(0, 2)
         x = torch.cat([x, latents.to(x.dtype).expand(b, -1, -1)], dim=1)
-        x = enc.run_blocks(x, split, enc.num_layers)
-        pred = self.decoder(x[:, -latents.shape[0]:]).float()
+        # Only the latent tokens are decoded: the last block computes queries and MLP for them alone.
+        x = enc.run_blocks(x, split, enc.num_layers, keep_last=latents.shape[0])
+        pred = self.decoder(x).float()
 
         target = patches if tuple(dec_patch) == tuple(enc.patch_embed.patch_size) else patchify(video, dec_patch)
         loss = F.mse_loss(pred, target.float())

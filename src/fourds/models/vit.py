@@ -108,11 +108,16 @@ class Attention(nn.Module):
         self.v = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, N, D)`` → ``(B, N, D)``; scale 1/sqrt(head_dim)."""
-        q, k, v = (
-            rearrange(proj(x), "b n (h d) -> b h n d", h=self.num_heads) for proj in (self.q, self.k, self.v)
-        )
+    def forward(self, x: Tensor, num_queries: int | None = None) -> Tensor:
+        """``(B, N, D)`` → ``(B, N, D)``; scale 1/sqrt(head_dim).
+
+        With ``num_queries`` only the last ``num_queries`` tokens query (all N are keys and values) and
+        the result is ``(B, num_queries, D)``: exactly those rows of the full output, for less work.
+        """
+        heads = "b n (h d) -> b h n d"
+        xq = x if num_queries is None else x[:, x.shape[1] - num_queries:]
+        q = rearrange(self.q(xq), heads, h=self.num_heads)
+        k, v = (rearrange(proj(x), heads, h=self.num_heads) for proj in (self.k, self.v))
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
@@ -138,8 +143,13 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.dim, eps=cfg.ln_eps)
         self.mlp = Mlp(cfg.dim, cfg.mlp_dim, cfg.gelu_approximate)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: Tensor, num_queries: int | None = None) -> Tensor:
+        """``(B, N, D)`` → ``(B, N, D)``, or with ``num_queries`` only the last ``num_queries`` output
+        tokens ``(B, num_queries, D)`` (every token still attended to; see :meth:`Attention.forward`)."""
+        h = self.norm1(x)
+        if num_queries is not None:
+            x = x[:, x.shape[1] - num_queries:]
+        x = x + self.attn(h, num_queries)
         return x + self.mlp(self.norm2(x))
 
 
@@ -281,13 +291,20 @@ class VideoViT(nn.Module):
         x = self.patch_embed(video.to(self.patch_embed.proj.weight.dtype))
         return x + resize_grid_embedding(self.pos_embed, grid).to(x.dtype)
 
-    def run_blocks(self, x: Tensor, start: int, stop: int) -> Tensor:
-        """Apply blocks ``start .. stop-1`` to tokens ``(B, N, D)``."""
-        for block in self.blocks[start:stop]:
+    def run_blocks(self, x: Tensor, start: int, stop: int, keep_last: int | None = None) -> Tensor:
+        """Apply blocks ``start .. stop-1`` to tokens ``(B, N, D)``.
+
+        ``keep_last``: only the last ``keep_last`` tokens of the result are wanted, so the final block
+        computes queries, MLP and output for those alone; returns ``(B, keep_last, D)``, equal to the
+        full result's last rows. SimpleMAE uses it: only the latent tokens are decoded.
+        """
+        blocks = self.blocks[start:stop]
+        for i, block in enumerate(blocks):
+            nq = keep_last if i == len(blocks) - 1 else None
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, nq, use_reentrant=False)
             else:
-                x = block(x)
+                x = block(x, nq)
         return x
 
     def preprocess(self, video: Tensor) -> Tensor:

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fourds.models.registry import get_preset
+from fourds.models.registry import build_configs, get_preset
 
 STRATEGIES = ("auto", "none", "ddp", "fsdp")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
+
+#: Keys a resumed run may change: where the run lives, how long it runs, how it logs and checkpoints, and
+#: how the same computation is carried out (devices, parallelism, memory switches). Every other key
+#: changes the model, the data or the optimisation, so a resumed run takes it from the saved config.
+RESUMABLE_KEYS = frozenset({
+    "out", "resume", "steps", "save_every", "keep_checkpoints", "log_every", "num_workers",
+    "max_decode_failures", "debug_rank_logs", "device", "precision", "strategy", "grad_accum",
+    "activation_checkpointing", "compile",
+})
 
 
 @dataclass
@@ -57,8 +69,8 @@ class PretrainConfig:
         compile: ``torch.compile`` each block (slow to start; no gain on CPU).
         num_workers: DataLoader worker processes (0 = in the main process).
         max_decode_failures: file sources skip videos that fail to decode (counted in the logged
-            scalars, each named once); the run stops when more than this fraction of the source's
-            videos have failed.
+            scalars, each named once); the run stops when more than this fraction of the decode
+            attempts so far have failed (summed over ranks), once at least 10 have failed.
         debug_rank_logs: every rank writes ``rank{r}.jsonl`` with its loss and a parameter checksum
             per step (used by the distributed test).
     """
@@ -109,10 +121,51 @@ class PretrainConfig:
                 values[key] = defaults[key]
         cfg = PretrainConfig(**values)
         cfg.validate()
+        cfg.check_model()
         return cfg
 
     def validate(self) -> None:
         validate_run_fields(self)
+
+    def check_model(self) -> None:
+        """Architecture checks of a resolved config whose errors name the flags to change (the model
+        layer's own errors name its fields)."""
+        preset = get_preset(self.model)
+        overrides = self.model_overrides
+        merged = {**_field_defaults(), **preset.vit, **preset.mae, **overrides}
+        try:
+            depth, latent = int(merged["depth"]), int(merged["num_latent_layers"])
+            patch = tuple(int(v) for v in merged["patch_size"])
+            dec_patch = tuple(int(v) for v in merged["decoder_patch_size"])
+            input_size = tuple(int(v) for v in merged["input_size"])
+        except (TypeError, ValueError):
+            depth = latent = 0
+            patch = dec_patch = input_size = ()  # malformed override: build_configs below names it
+        if latent > depth:
+            given = " ".join(f"{k}={overrides[k]}" for k in ("depth", "num_latent_layers") if k in overrides)
+            raise ValueError(
+                f"--model {self.model} --model-overrides {given or '(none)'}: SimpleMAE joins the latent grid "
+                f"before the last num_latent_layers={latent} blocks, but the encoder has depth={depth}; give "
+                f"--model-overrides num_latent_layers=N with N <= {depth}, or a depth >= {latent}"
+            )
+        if "input_size" in overrides or self.num_frames is None or self.image_size is None:
+            flags, size = ("--model-overrides input_size",) * 3, input_size
+        else:
+            flags, size = ("--num-frames", "--image-size", "--image-size"), (self.num_frames, self.image_size, self.image_size)
+        for axis, flag, value, p, q in zip("THW", flags, size, patch, dec_patch):
+            multiple = math.lcm(p, q)
+            if value % multiple:
+                lower = value - value % multiple
+                hint = " or ".join(str(v) for v in (lower, lower + multiple) if v > 0)
+                raise ValueError(
+                    f"{flag} {value}: must be a multiple of {multiple} {'frames' if axis == 'T' else 'pixels'} "
+                    f"(the tubelet patch {patch} and the decoding patch {dec_patch} of {self.model} must tile the "
+                    f"clip), e.g. {hint}"
+                )
+        try:
+            build_configs(self.model, **self.model_kwargs())
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"--model {self.model} --model-overrides: {err}") from None
 
     def model_kwargs(self) -> dict[str, Any]:
         """Overrides for :func:`fourds.models.simple_mae`: the clip size sets the input size."""
@@ -131,6 +184,66 @@ class PretrainConfig:
         if unknown:
             raise ValueError(f"unknown pretraining config keys {sorted(unknown)}; valid: {sorted(known)}")
         return cls(**data)
+
+    def non_default_keys(self) -> set[str]:
+        """Fields whose value differs from the dataclass default (what a library caller set)."""
+        return non_default_keys(self)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
+
+
+def _field_defaults() -> dict[str, Any]:
+    """Architecture defaults of ViTConfig / MAEConfig fields (the presets set only what differs)."""
+    from fourds.models.simple_mae import MAEConfig
+    from fourds.models.vit import ViTConfig
+
+    return {f.name: f.default for cls in (ViTConfig, MAEConfig) for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON values (tuples and lists alike, as after a round trip through config.json)."""
+    return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
+
+
+def non_default_keys(cfg: Any) -> set[str]:
+    """Fields of the dataclass ``cfg`` whose value differs from the field default (what a library caller set)."""
+    return {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != _default(f)}
+
+
+def resume_config(saved: dict[str, Any], cfg: Any, explicit: Iterable[str], where: str,
+                  resumable: frozenset[str] = RESUMABLE_KEYS) -> Any:
+    """The configuration of a resumed run: the ``saved`` one (``config.json`` of the run), with the
+    ``resumable`` keys among ``explicit`` (the flags given) taken from ``cfg``.
+
+    Works for any run-config dataclass (:class:`PretrainConfig`, the probe's and distillation's
+    configs); the result has ``cfg``'s type.
+
+    Raises:
+        ValueError: an explicit key outside ``resumable`` differs from its saved value; the message
+            names every such flag with its saved value.
+    """
+    known = {f.name for f in dataclasses.fields(cfg)}
+    values = {k: v for k, v in saved.items() if k in known}  # drops world_size, strategy_resolved
+    refused = []
+    for key in sorted(set(explicit) | {"out", "resume"}):
+        new = getattr(cfg, key)
+        if key in resumable or key not in values:
+            values[key] = new
+        elif not _same(new, values[key]):
+            refused.append(f"--{key.replace('_', '-')} {json.dumps(new)} (saved: {json.dumps(values[key])})")
+    if refused:
+        allowed = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(resumable - {"out", "resume"}))
+        raise ValueError(
+            f"--resume continues the run saved in {where} with its own settings, and these differ: "
+            f"{'; '.join(refused)}. They would change the model, the data or the optimisation, so drop them to "
+            f"continue the run as saved, or start a new run with another --out. Flags that may change on resume: "
+            f"{allowed}. (If only a path moved, edit it in {where}.)"
+        )
+    values["resume"] = True
+    return type(cfg)(**values)
 
 
 def validate_run_fields(cfg: Any) -> None:

@@ -92,6 +92,15 @@ def all_reduce_min(value: float, device: torch.device) -> float:
     return float(t.item())
 
 
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sum of ``values`` over ranks, in float64 (identity in one process)."""
+    if not dist.is_initialized():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     if not dist.is_initialized():
         return value

@@ -15,7 +15,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +31,12 @@ from fourds.models.registry import simple_mae
 from fourds.models.simple_mae import SimpleMAE
 from fourds.seeding import derive_seed
 from fourds.train.checkpoint import Checkpointer
-from fourds.train.config import PretrainConfig
+from fourds.train.config import RESUMABLE_KEYS, PretrainConfig, resume_config
 from fourds.train.distributed import (
     DistInfo,
     all_reduce_mean,
     all_reduce_min,
+    all_reduce_sum,
     apply_block_switches,
     init_distributed,
     resolve_strategy,
@@ -154,7 +155,7 @@ def _check_run_dir(cfg: PretrainConfig, ckpt: Checkpointer) -> None:
     saved = out / "config.json"
     if cfg.resume and saved.is_file():
         before = json.loads(saved.read_text())
-        ignore = {"resume", "steps", "save_every", "log_every", "num_workers", "keep_checkpoints", "debug_rank_logs", "max_decode_failures"}
+        ignore = RESUMABLE_KEYS
         changed = {k: (before.get(k), v) for k, v in cfg.to_dict().items() if k not in ignore and before.get(k) != v}
         if changed:
             log.warning("resuming with a changed config (old, new): %s", changed)
@@ -171,9 +172,10 @@ class Run:
     ckpt: Checkpointer
 
 
-def start_run(cfg: Any) -> Run:
+def start_run(cfg: Any, write_config: bool = True) -> Run:
     """Process group, strategy and precision; refuses to overwrite a run without ``--resume``; writes
-    the resolved config beside the run (rank 0). ``cfg`` is a resolved training config
+    the resolved config beside the run (rank 0; with ``write_config=False`` the caller does, with
+    :func:`write_run_config`, once the start has succeeded). ``cfg`` is a resolved training config
     (:class:`PretrainConfig` or one with the same run fields, e.g. the distillation config)."""
     info = init_distributed(cfg.device)
     strategy = resolve_strategy(cfg.strategy, info)
@@ -183,9 +185,31 @@ def start_run(cfg: Any) -> Run:
     out = Path(cfg.out)
     ckpt = Checkpointer(out / "checkpoints", info, keep=cfg.keep_checkpoints, sharded=strategy == "fsdp")
     _check_run_dir(cfg, ckpt)
-    if info.is_main:
-        write_json_atomic(out / "config.json", {**cfg.to_dict(), "world_size": info.world_size, "strategy_resolved": strategy})
-    return Run(info, strategy, bf16, out, ckpt)
+    run = Run(info, strategy, bf16, out, ckpt)
+    if write_config:
+        write_run_config(cfg, run)
+    return run
+
+
+def write_run_config(cfg: Any, run: Run) -> None:
+    """``<out>/config.json``: the resolved configuration (rank 0)."""
+    if run.info.is_main:
+        write_json_atomic(run.out / "config.json", {**cfg.to_dict(), "world_size": run.info.world_size,
+                                                    "strategy_resolved": run.strategy})
+
+
+def saved_run_config(out: Path) -> dict[str, Any] | None:
+    """The configuration a run folder was started with: ``config.json``, else the one stored in its
+    newest checkpoint; ``None`` for a folder without either."""
+    path = out / "config.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    steps = sorted((out / "checkpoints").glob("step_*/train_state.pt"))
+    if steps:
+        from fourds.train.checkpoint import safe_load
+
+        return safe_load(steps[-1]).get("config")
+    return None
 
 
 @dataclass
@@ -212,6 +236,13 @@ def resume_run(cfg: Any, run: Run, core: nn.Module, optimizer: torch.optim.Optim
     if cfg.resume and latest is not None:
         state = run.ckpt.load(latest, core, optimizer)
         start_step = int(state["step"])
+        if start_step > cfg.steps:
+            raise ValueError(f"--steps {cfg.steps} is below the step of the checkpoint to resume, {latest} "
+                             f"(step {start_step}); give --steps >= {start_step}")
+        saved_steps = state.get("config", {}).get("steps", cfg.steps)
+        if saved_steps != cfg.steps and run.info.is_main:
+            log.info("--steps %d (was %d): the cosine decay is stretched to the new length from step %d on",
+                     cfg.steps, saved_steps, start_step)
         data_state = state.get("data", {})
         data.failures.load_state_dict(data_state.get("failures", {}))
         if data_state.get("num_videos", data.num_videos) != data.num_videos:
@@ -235,22 +266,41 @@ def clip_loader(cfg: Any, run: Run, data: Data, start_step: int) -> tuple[Any, S
     return loader, sampler
 
 
-def pretrain(cfg: PretrainConfig, source: VideoSource | None = None) -> Path:
+def pretrain(cfg: PretrainConfig, source: VideoSource | None = None, explicit: Iterable[str] | None = None) -> Path:
     """Run (or resume) SimpleMAE pretraining; returns the final model folder ``<out>/model``.
+
+    Resuming (``cfg.resume``) continues the run saved in ``cfg.out`` with *its* configuration; of the keys
+    in ``explicit`` only :data:`fourds.train.config.RESUMABLE_KEYS` (steps, logging, checkpointing,
+    workers, devices, ...) are taken from ``cfg``, and any other one that differs from the saved value is
+    refused (see :func:`fourds.train.config.resume_config`). ``config.json`` is written once the start
+    has succeeded (config, model, data source and checkpoint all good).
 
     Args:
         cfg: the run configuration (``None`` fields take the preset's defaults).
         source: clips to train on; default: ``build_pretrain_source(cfg.data, ...)`` (folder, manifest,
             shards, ``synthetic`` or ``random``).
+        explicit: the fields the caller set (the CLI passes the flags given); default: the fields of
+            ``cfg`` that differ from the dataclass defaults.
     """
+    if cfg.resume:
+        saved = saved_run_config(Path(cfg.out))
+        if saved is not None:
+            given = cfg.non_default_keys() if explicit is None else set(explicit)
+            cfg = resume_config(saved, cfg, given, str(Path(cfg.out) / "config.json"))
     cfg = cfg.resolved()
-    run = start_run(cfg)
+    run = start_run(cfg, write_config=False)
     info = run.info
+    if info.is_main and cfg.warmup_steps > cfg.steps:
+        log.warning(
+            "--warmup-steps %d > --steps %d: the learning rate never reaches its peak --lr %g (it stops at %.3g); "
+            "lower --warmup-steps", cfg.warmup_steps, cfg.steps, cfg.lr, cfg.lr * (cfg.steps - 1) / cfg.warmup_steps,
+        )
     model, core = build_model(cfg, info, run.strategy, run.bf16)
     groups = param_groups(core, cfg.weight_decay, core.no_weight_decay(cfg.exempt_biases_from_wd, cfg.exempt_latents_from_wd))
     optimizer = build_adamw(groups, cfg.lr, (cfg.beta1, cfg.beta2), info.device)
     data = open_data(cfg, source)
     start_step = resume_run(cfg, run, core, optimizer, data)
+    write_run_config(cfg, run)  # only now that the config, the model, the data and the checkpoint are good
     loader, sampler = clip_loader(cfg, run, data, start_step)
 
     micro = sampler.micro
@@ -315,8 +365,9 @@ def train_loop(
                 for m in range(cfg.grad_accum):
                     td = time.perf_counter()
                     batch = next(batches)
-                    if "failed" in batch:
-                        failures.update([line for item in batch["failed"] for line in item.split("\n") if line])
+                    if "failed" in batch:  # file sources: every batch reports its skipped bad videos
+                        failures.update([line for item in batch["failed"] for line in item.split("\n") if line],
+                                        samples=len(batch["sample_id"]), check=False)
                     video = to_float(batch["video"].to(info.device, non_blocking=True))
                     data_time += time.perf_counter() - td
                     with _grad_sync(model, strategy, m == cfg.grad_accum - 1), autocast:
@@ -324,6 +375,8 @@ def train_loop(
                     loss.backward()
                     loss_sum += loss.detach()
                 loss_value = float(all_reduce_mean(loss_sum))
+                if num_videos:  # summed over ranks, so every rank takes the same stop decision
+                    failures.commit(lambda counts: all_reduce_sum(counts, info.device))
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
                 grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
                 finite = all_reduce_min(float(math.isfinite(loss_value) and math.isfinite(grad_norm)), info.device)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -38,6 +39,8 @@ from fourds.models.io import register_kind, save_model, save_weights_atomic, wri
 from fourds.train.distributed import DistInfo, barrier, init_distributed, wrap_ddp
 from fourds.train.feature_cache import FeatureCache, check_deterministic, feature_key
 from fourds.train.optim import build_adamw, param_groups
+from fourds.train.config import non_default_keys, resume_config
+from fourds.train.probe_config import RESUMABLE_KEYS as PROBE_RESUMABLE_KEYS
 from fourds.train.probe_config import ProbeConfig
 from fourds.train.probe_data import TrainDraws, collate_fn, holdout_split, make_loader, task_clips
 from fourds.train.probe_heads import (
@@ -211,10 +214,12 @@ register_kind("probe_readout", _load_head)
 # ------------------------------------------------------------------------------------------ finetuned
 def _finetune(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, data: ProbeData, out: Path,
               counter: dict[str, int]) -> tuple[list[dict[str, Any]], Callable[[int], Callable]]:
-    """One run per (lr, weight decay) under ``out/runs/<name>``; returns results and a predictor."""
+    """One run per (lr, weight decay[, schedule length]) under ``out/runs/<name>``; returns results and a
+    predictor. Each run has its own warm-up and cosine over its own length."""
     size = clip_size(task)
     grid = token_grid(backbone, size)
-    specs = head_specs(cfg.layers, cfg.lrs, cfg.weight_decays, backbone.num_layers)
+    several = len(cfg.schedules) > 1
+    specs = head_specs(cfg.layers, cfg.lrs, cfg.weight_decays, backbone.num_layers, cfg.schedules if several else None)
     pristine = copy.deepcopy(backbone).cpu()
     collate = collate_fn()
     eval_batch = cfg.eval_batch_size or max(1, cfg.batch_size // info.world_size)
@@ -228,6 +233,7 @@ def _finetune(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, 
             results.append(json.loads(done.read_text()))
             log.info("finetune %s already finished; kept its results", spec.name)
             continue
+        run_cfg = dataclasses.replace(cfg, steps=spec.steps) if spec.steps is not None else cfg
         model_backbone = copy.deepcopy(pristine)
         frozen = freeze_after(model_backbone, spec.layer)
         core = FinetuneModel(model_backbone, task, spec, grid, cfg.seed).to(info.device)
@@ -237,17 +243,17 @@ def _finetune(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, 
         optimizer = build_adamw(groups, spec.lr, (cfg.beta1, cfg.beta2), info.device)
         wrapped = wrap_ddp(core, info) if info.distributed else core
         run_counter = {"train": 0, "eval": 0, "cache": 0}
-        trainer = HeadTrainer(cfg, info, task, run, core, wrapped, optimizer, run_counter,
+        trainer = HeadTrainer(run_cfg, info, task, run, core, wrapped, optimizer, run_counter,
                               desc=f"finetune {task.name} {spec.name}")
         if info.is_main:
             log.info("finetuning %s (%d/%d): readout lr %g, backbone lr x%g, wd %g, layer %d of %d (%d parameters "
                      "after it frozen), %d steps, warm-up %d", spec.name, k + 1, len(specs), spec.lr,
-                     cfg.backbone_lr_scale, spec.weight_decay, spec.layer, backbone.num_layers, frozen, cfg.steps,
+                     cfg.backbone_lr_scale, spec.weight_decay, spec.layer, backbone.num_layers, frozen, run_cfg.steps,
                      cfg.warmup_steps)
 
-        def loader_for(start: int) -> Any:
+        def loader_for(start: int, steps: int = run_cfg.steps) -> Any:  # type: ignore[assignment]
             draws = TrainDraws(data.train_set.__getitem__, data.train_idx, task.train_transform, cfg.seed)
-            sampler = StepBatchSampler(start, cfg.steps, cfg.batch_size, info.rank, info.world_size)
+            sampler = StepBatchSampler(start, steps, cfg.batch_size, info.rank, info.world_size)
             return make_loader(draws, sampler, collate, cfg.num_workers, info.device.type == "cuda")
 
         def step_outputs(batch: dict, wrapped=wrapped, run_counter=run_counter) -> list[Any]:  # noqa: ANN001
@@ -268,7 +274,7 @@ def _finetune(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, 
         val = test if data.val_idx is None else evaluate(
             task, outputs_of, eval_loader(task_clips(task, data.train_set), data.val_idx, eval_batch, info,
                                           cfg.num_workers), 1, info)[0]
-        result = {**spec.to_dict(), "val": val, "test": test, "diverged": trainer.diverged[0],
+        result = {**spec.to_dict(), "steps": run_cfg.steps, "val": val, "test": test, "diverged": trainer.diverged[0],
                   "backbone_forward_calls": dict(run_counter)}
         if info.is_main:
             save_model(model_backbone, run / "model", extra={"finetune": {"task": task.name, **spec.to_dict()}})
@@ -295,7 +301,7 @@ def _finetune(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, 
 
 # ------------------------------------------------------------------------------------------ entry point
 def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: Any = None,
-              datasets: dict[str, Any] | None = None) -> dict[str, Any]:
+              datasets: dict[str, Any] | None = None, explicit: Any = None) -> dict[str, Any]:
     """Run (or resume) a probe: the frozen sweep, or the finetuning runs; returns the results dict
     (also written to ``<out>/results.json`` by rank 0).
 
@@ -307,9 +313,21 @@ def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: Any = N
         task: a Task object; default ``fourds.tasks.get_task(cfg.task, **cfg.task_overrides)``.
         datasets: ``{"train": ..., "eval": ...}`` map-style datasets of samples, replacing
             ``task.dataset(cfg.train_split / cfg.eval_split)`` (real data sets).
+        explicit: with ``cfg.resume`` and a saved ``<out>/config.json``, the settings given for this
+            call (CLI flags; default: the fields that differ from their defaults). The run continues with
+            its saved settings; explicit changes are allowed only for
+            :data:`fourds.train.probe_config.RESUMABLE_KEYS` and refused otherwise.
     """
+    saved = Path(cfg.out) / "config.json"
+    if cfg.resume and saved.is_file():
+        given = non_default_keys(cfg) if explicit is None else set(explicit)
+        cfg = resume_config(json.loads(saved.read_text()), cfg, given, str(saved), resumable=PROBE_RESUMABLE_KEYS)
     cfg = cfg.resolved()
     info = init_distributed(cfg.device)
+    short = [n for n in cfg.schedules if cfg.warmup_steps > n]
+    if short and info.is_main:
+        log.warning("--warmup-steps %d > --steps %s: the learning rates never reach their peaks (--lrs); lower "
+                    "--warmup-steps", cfg.warmup_steps, " ".join(map(str, short)))
     if task is None:
         from fourds.tasks import get_task
 

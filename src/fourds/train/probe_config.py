@@ -2,8 +2,8 @@
 
 Defaults (paper Appendix A.2): frozen: batch 32, 40k steps, AdamW weight decay 1e-4, learning rates
 {1e-4, 3e-4, 1e-3}, linear warm-up over 1k steps from 0, cosine decay to 1e-7. Finetuned: learning rates
-{1e-4, 3e-4} x weight decay {1e-4, 5e-2}, 3k warm-up, 20k steps (40k / 80k for the longer schedules),
-backbone learning rate 0.003 x the readout's.
+{1e-4, 3e-4} x weight decay {1e-4, 5e-2}, 3k warm-up, 20k steps (the paper's longer schedules: ``steps=[20000,
+40000, 80000]`` runs every configuration with each), backbone learning rate 0.003 x the readout's.
 """
 
 from __future__ import annotations
@@ -13,6 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SELECT_ON = ("train-holdout", "eval")
+
+#: Keys a resumed probe may change (where it runs and logs, how the same computation is carried out,
+#: what is drawn at the end); every other key is taken from the run's saved ``config.json``.
+RESUMABLE_KEYS = frozenset({
+    "out", "resume", "eval_batch_size", "max_eval_samples", "visualize", "save_every", "keep_checkpoints",
+    "log_every", "precision", "device", "num_workers", "tensorboard", "feature_cache",
+})
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -41,7 +48,9 @@ class ProbeConfig:
         layers: readout layers: floats are fractional depths, ints layer indices; default the task's
             layer (0.95 for 4D tasks, 0.75 semantic; finetuning 0.95, 0.75 for K700).
         weight_decays: AdamW weight decays (sweep; frozen default 1e-4 only).
-        steps: optimiser steps (frozen 40k; finetuned 20k).
+        steps: optimiser steps (frozen 40k; finetuned 20k). Finetuning takes several schedule lengths
+            (``--steps 20000 40000 80000``): one run per learning rate x weight decay x length, each
+            with its own warm-up and cosine decay over its own length.
         batch_size: global batch size (clips per step, over all ranks).
         eval_batch_size: batch size for evaluation (default: the training batch per rank).
         warmup_steps: linear warm-up from 0 (frozen 1k, finetuned 3k).
@@ -80,7 +89,7 @@ class ProbeConfig:
     lrs: list[float] | None = None
     layers: list[int | float] | None = None
     weight_decays: list[float] | None = None
-    steps: int | None = None
+    steps: int | list[int] | None = None
     batch_size: int = 32
     eval_batch_size: int | None = None
     warmup_steps: int | None = None
@@ -113,9 +122,18 @@ class ProbeConfig:
         for key, value in defaults.items():
             if values[key] is None:
                 values[key] = list(value) if isinstance(value, list) else value
+        if isinstance(values["steps"], (list, tuple)):
+            values["steps"] = list(dict.fromkeys(values["steps"]))
+            if len(values["steps"]) == 1:
+                values["steps"] = values["steps"][0]
         cfg = ProbeConfig(**values)
         cfg.validate()
         return cfg
+
+    @property
+    def schedules(self) -> list[int]:
+        """The schedule lengths to run (one for a frozen probe)."""
+        return list(self.steps) if isinstance(self.steps, list) else [self.steps]  # type: ignore[list-item]
 
     def validate(self) -> None:
         def need(cond: bool, msg: str) -> None:
@@ -125,10 +143,16 @@ class ProbeConfig:
         need(self.select_on in SELECT_ON, f"--select-on {self.select_on!r}: choose one of {SELECT_ON}")
         need(self.precision in PRECISIONS, f"--precision {self.precision!r}: choose one of {PRECISIONS}")
         need(self.device in DEVICES, f"--device {self.device!r}: choose one of {DEVICES}")
-        for name in ("steps", "batch_size", "save_every", "log_every", "keep_checkpoints"):
+        for name in ("batch_size", "save_every", "log_every", "keep_checkpoints"):
             value = getattr(self, name)
             need(value is None or (isinstance(value, int) and value >= 1),
                  f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        steps = self.steps if isinstance(self.steps, (list, tuple)) else [self.steps]
+        need(len(steps) > 0 and all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1) for v in steps),
+             f"--steps must be positive integers, got {self.steps!r}")
+        need(len(steps) == 1 or self.finetune,
+             f"--steps {' '.join(map(str, steps))}: a frozen probe trains every readout side by side for one length; "
+             "several lengths are finetuning schedules (add --finetune), or run one frozen probe per length")
         need(self.eval_batch_size is None or self.eval_batch_size >= 1,
              f"--eval-batch-size must be a positive integer, got {self.eval_batch_size!r}")
         need(self.max_eval_samples is None or self.max_eval_samples >= 1,

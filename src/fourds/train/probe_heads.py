@@ -8,6 +8,7 @@ its layer only, so a head trained alongside others starts exactly like the same 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -41,6 +42,10 @@ def resolve_backbone(spec: str, overrides: dict[str, Any] | None = None, seed: i
 
     overrides = dict(overrides or {})
     if Path(spec).is_dir():
+        if _is_hf_folder(Path(spec)):  # a save_pretrained folder given without the hf: prefix
+            from fourds.models.adapters import build_backbone
+
+            return build_backbone(f"hf:{spec}")
         return load(spec)
     if spec in list_models():
         if clip_size is not None:
@@ -50,7 +55,9 @@ def resolve_backbone(spec: str, overrides: dict[str, Any] | None = None, seed: i
         return model
     try:
         from fourds.models.adapters import build_backbone
-    except ImportError:
+    except ModuleNotFoundError as err:
+        if err.name != "fourds.models.adapters":  # a missing dependency *inside* the adapters: show it
+            raise
         build_backbone = None
     if build_backbone is not None:
         return build_backbone(spec)
@@ -58,6 +65,15 @@ def resolve_backbone(spec: str, overrides: dict[str, Any] | None = None, seed: i
         f"--backbone {spec!r} is neither a registered model ({', '.join(list_models())}) nor a model "
         "folder (config.json + model.safetensors); adapter specs need fourds.models.adapters"
     )
+
+
+def _is_hf_folder(folder: Path) -> bool:
+    """A Hugging Face model folder: its ``config.json`` has ``model_type`` and no fourds ``kind``."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "model_type" in config and "kind" not in config
 
 
 def token_grid(backbone: nn.Module, clip_size: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -110,26 +126,36 @@ class HeadSpec:
         depth: the layer's fractional depth ``layer / num_layers``.
         lr: peak learning rate.
         weight_decay: AdamW weight decay.
+        steps: the schedule length of this configuration when a finetuning sweep runs several
+            (``None``: the run's one ``steps``); part of the name (``..._s20000``).
     """
 
     layer: int
     depth: float
     lr: float
     weight_decay: float
+    steps: int | None = None
 
     @property
     def name(self) -> str:
-        return f"L{self.layer:02d}_lr{self.lr:g}_wd{self.weight_decay:g}"
+        name = f"L{self.layer:02d}_lr{self.lr:g}_wd{self.weight_decay:g}"
+        return name if self.steps is None else f"{name}_s{self.steps}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **asdict(self)}
+        data = asdict(self)
+        if self.steps is None:
+            del data["steps"]
+        return {"name": self.name, **data}
 
 
 def head_specs(layers: Sequence[int | float], lrs: Sequence[float], weight_decays: Sequence[float],
-               num_layers: int) -> list[HeadSpec]:
-    """The sweep (layer-major), with layers resolved to indices and duplicates removed."""
+               num_layers: int, steps: Sequence[int] | None = None) -> list[HeadSpec]:
+    """The sweep (layer-major, then lr, weight decay, schedule length), with layers resolved to indices
+    and duplicates removed; ``steps`` (several finetuning schedules) adds the length to every spec."""
     indices = list(dict.fromkeys(resolve_layers(list(layers), num_layers)))
-    specs = [HeadSpec(i, i / num_layers, float(lr), float(wd)) for i in indices for lr in lrs for wd in weight_decays]
+    lengths: list[int | None] = list(steps) if steps else [None]
+    specs = [HeadSpec(i, i / num_layers, float(lr), float(wd), None if n is None else int(n))
+             for i in indices for lr in lrs for wd in weight_decays for n in lengths]
     return list(dict.fromkeys(specs))
 
 

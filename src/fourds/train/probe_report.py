@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 import math
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -51,9 +52,56 @@ def load_runs(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     return runs
 
 
+def _is_path(name: str) -> bool:
+    return ("/" in name or "\\" in name) and not name.startswith("hf:")
+
+
 def backbone_label(run: dict[str, Any]) -> str:
+    """The short name of a run's backbone on its own: a folder's basename, else the spec as given.
+    Tables and plots use :func:`backbone_labels`, which keeps different backbones apart."""
     name = str(run.get("backbone", "?"))
-    return Path(name).name if ("/" in name and not name.startswith("hf:")) else name
+    return Path(name).name if _is_path(name) else name
+
+
+def _identity(run: dict[str, Any]) -> tuple[str, int]:
+    """What makes two runs' backbones the same: the spec (folders normalised) and the parameter count."""
+    name = str(run.get("backbone", "?"))
+    return (os.path.normpath(name) if _is_path(name) else name), int(run.get("backbone_params", 0) or 0)
+
+
+def backbone_labels(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """A label per run, the same for runs of one backbone and different for different backbones.
+
+    A model folder is named by the shortest path suffix that no other backbone shares (every pretraining
+    run writes ``<out>/model``, so ``runs/small/model`` and ``runs/base/model`` become ``small/model`` and
+    ``base/model``); backbones that still collide (a registered name with different overrides, one
+    folder evaluated at two sizes) get their parameter count appended, ``4ds-tiny (0.4M)``.
+    """
+    ids = list(dict.fromkeys(_identity(r) for r in runs))
+    depth = {i: 1 for i in ids}
+
+    def label(i: tuple[str, int]) -> str:
+        name = i[0]
+        return "/".join(Path(name).parts[-depth[i]:]) if _is_path(name) else name
+
+    while True:
+        groups: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        for i in ids:
+            groups[label(i)].append(i)
+        grow = [i for members in groups.values() if len({m[0] for m in members}) > 1 for i in members
+                if _is_path(i[0]) and depth[i] < len(Path(i[0]).parts)]
+        if not grow:
+            break
+        for i in grow:
+            depth[i] += 1
+    final = {i: label(i) for i in ids}
+    counts = defaultdict(int)
+    for i in ids:
+        counts[final[i]] += 1
+    for i in ids:
+        if counts[final[i]] > 1:
+            final[i] = f"{final[i]} ({i[1] / 1e6:.3g}M)"
+    return [final[_identity(r)] for r in runs]
 
 
 def _percent(run: dict[str, Any]) -> bool:
@@ -77,9 +125,10 @@ def _value(run: dict[str, Any]) -> float:
 def table_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One CSV row per run (latest run wins for a repeated backbone x task x mode)."""
     rows = []
-    for run in runs:
+    for run, label in zip(runs, backbone_labels(runs)):
         rows.append({
-            "mode": run["mode"], "backbone": backbone_label(run), "params_m": run.get("backbone_params", 0) / 1e6,
+            "mode": run["mode"], "backbone": label, "backbone_spec": run.get("backbone"),
+            "params_m": run.get("backbone_params", 0) / 1e6,
             "task": run["task"], "metric": run["primary_metric"], "direction": run.get("direction"),
             "value": _value(run), "display_value": _display(run, _value(run)), "chosen": run.get("chosen"),
             "select_on": run.get("select_on"), "steps": run.get("train_steps"), "run": run["_path"],
@@ -90,6 +139,7 @@ def table_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def markdown_tables(runs: Sequence[dict[str, Any]]) -> str:
     """Table-2-shaped markdown, one table per mode."""
     parts = []
+    labels = dict(zip(map(id, runs), backbone_labels(runs)))
     for mode, title in (("frozen", "Frozen evaluation"), ("finetune", "Finetuned evaluation")):
         sel = [r for r in runs if r["mode"] == mode]
         if not sel:
@@ -99,7 +149,7 @@ def markdown_tables(runs: Sequence[dict[str, Any]]) -> str:
         cells: dict[tuple[str, str], str] = {}
         params: dict[str, float] = {}
         for r in sel:
-            label = backbone_label(r)
+            label = labels[id(r)]
             params[label] = r.get("backbone_params", 0) / 1e6
             v = _display(r, _value(r))
             cells[(label, r["task"])] = "—" if math.isnan(v) else f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
@@ -118,7 +168,7 @@ def layer_curves(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[tup
     """task → backbone → [(depth, test value of the best-on-val config at that depth)] for frozen runs
     with more than one layer."""
     curves: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(dict)
-    for run in runs:
+    for run, label in zip(runs, backbone_labels(runs)):
         if run["mode"] != "frozen":
             continue
         key = run["primary_metric"]
@@ -139,7 +189,7 @@ def layer_curves(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[tup
                 if (c["val"][key] > best["val"][key]) if higher else (c["val"][key] < best["val"][key]):
                     best = c
             points.append((depth, _display(run, float(best["test"].get(key, math.nan)))))
-        curves[run["task"]][backbone_label(run)] = points
+        curves[run["task"]][label] = points
     return dict(curves)
 
 
@@ -193,11 +243,12 @@ def plot_size_scaling(runs: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     tasks = list(dict.fromkeys(r["task"] for r in runs))
+    labels = dict(zip(map(id, runs), backbone_labels(runs)))
     fig, axes = _grid(len(tasks))
     for ax, task in zip(axes, tasks):
         sel = [r for r in runs if r["task"] == task]
         for mode, style in (("frozen", "o-"), ("finetune", "s--")):
-            pts = sorted((r.get("backbone_params", 0), _display(r, _value(r)), backbone_label(r)) for r in sel if r["mode"] == mode)
+            pts = sorted((r.get("backbone_params", 0), _display(r, _value(r)), labels[id(r)]) for r in sel if r["mode"] == mode)
             if not pts:
                 continue
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=mode, ms=5)

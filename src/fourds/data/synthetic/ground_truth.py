@@ -15,8 +15,10 @@ with it. In every frame it is projected with the camera; it is **visible** when
    plane (slope-aware, so sloped surfaces such as the ground are not flagged occluded by the pixel
    quantisation).
 
-Queries are kept only if visible in frame 0 (candidates are drawn in random order, the first
-``num_tracks`` visible ones are kept).
+Queries are kept only if visible in frame 0: candidates are drawn in random order and the first
+``num_tracks`` visible ones are kept (the rest of the frame's pixels are tried when the first
+``2 * num_tracks`` do not hold enough; only a frame with fewer qualifying pixels than ``num_tracks``
+keeps some invisible queries).
 
 **Boxes** are the *visible extent* of each object: the tight pixel rectangle ``(x0, y0, x1, y1)``
 (``x1``, ``y1`` exclusive) of the object's pixels in the rendered id buffer, so clipped to the image and
@@ -34,7 +36,6 @@ from torch import Tensor
 from fourds.data.synthetic.camera import project, rays_through, world_to_camera
 from fourds.data.synthetic.renderer import BACKDROP, FIRST_OBJECT, GROUND, Rendering
 from fourds.data.synthetic.scene import SPHERE, Scene
-
 
 _MIN_PLANE_COS = 0.1
 
@@ -58,9 +59,10 @@ class Tracks:
     query_points: Tensor
 
 
-def _query_candidates(gen: torch.Generator, surface0: Tensor, count: int, object_fraction: float) -> Tensor:
-    """Flat pixel indices ``(count,)`` of frame 0 in random order, drawn without replacement with
-    weights that put ``object_fraction`` of the mass on object pixels (Efraimidis-Spirakis keys)."""
+def _query_keys(gen: torch.Generator, surface0: Tensor, object_fraction: float) -> Tensor:
+    """Random keys ``(H * W,)`` of the frame-0 pixels: taking them in decreasing order draws pixels
+    without replacement with weights that put ``object_fraction`` of the mass on object pixels
+    (Efraimidis-Spirakis)."""
     flat = surface0.reshape(-1)
     on_object = flat >= FIRST_OBJECT
     n_obj = int(on_object.sum())
@@ -68,8 +70,7 @@ def _query_candidates(gen: torch.Generator, surface0: Tensor, count: int, object
     frac = object_fraction if n_obj and n_bg else (1.0 if n_obj else 0.0)
     weight = torch.where(on_object, frac / max(n_obj, 1), (1.0 - frac) / max(n_bg, 1))
     u = torch.rand(flat.numel(), generator=gen, dtype=torch.float64).clamp_min(1e-300)
-    keys = torch.where(weight > 0, u.log() / weight.to(torch.float64), -torch.inf)
-    return torch.topk(keys, count).indices
+    return torch.where(weight > 0, u.log() / weight.to(torch.float64), -torch.inf)
 
 
 def _rotate(rot: Tensor, v: Tensor) -> Tensor:
@@ -159,10 +160,12 @@ def point_tracks(scene: Scene, rendering: Rendering, gen: torch.Generator, num_t
     h, w = scene.height, scene.width
     if num_tracks > h * w:
         raise ValueError(f"num_tracks={num_tracks} exceeds the {h}x{w} = {h * w} pixels of a frame; lower it")
-    pool = min(h * w, 2 * num_tracks)
-    candidates = _query_candidates(gen, rendering.surface[0], pool, object_fraction)
-    tracks = _follow(scene, rendering, candidates, tolerance)
+    keys = _query_keys(gen, rendering.surface[0], object_fraction)
+    tracks = _follow(scene, rendering, torch.topk(keys, min(h * w, 2 * num_tracks)).indices, tolerance)
     ok = tracks.visible[:, 0]
+    if int(ok.sum()) < num_tracks < h * w:  # rare: many grazing pixels; try them all (same order)
+        tracks = _follow(scene, rendering, torch.topk(keys, h * w).indices, tolerance)
+        ok = tracks.visible[:, 0]
     order = torch.cat([torch.nonzero(ok).flatten(), torch.nonzero(~ok).flatten()])[:num_tracks]
     return Tracks(*(getattr(tracks, f)[order] for f in Tracks.__dataclass_fields__))
 

@@ -52,8 +52,9 @@ def _components(v: Tensor) -> Tensor:
 
 def _rotate_inverse(rot: Tensor, v: Tensor) -> Tensor:
     """``R^T v`` per frame: ``rot`` ``(T, 3, 3)``, ``v`` ``(3, T, ...)`` → ``(3, T, ...)``."""
-    r = rot.reshape(*rot.shape, *([1] * (v.dim() - 2)))
-    return torch.stack([r[:, 0, k] * v[0] + r[:, 1, k] * v[1] + r[:, 2, k] * v[2] for k in range(3)])
+    r = rot.transpose(1, 2).reshape(rot.shape[0], 9).t().reshape(9, rot.shape[0], *([1] * (v.dim() - 2))).unbind(0)
+    return torch.stack([torch.addcmul(torch.addcmul(r[3 * k] * v[0], r[3 * k + 1], v[1]), r[3 * k + 2], v[2])
+                        for k in range(3)])
 
 
 def bounding_radii(scene: Scene) -> Tensor:
@@ -105,26 +106,20 @@ def cast(scene: Scene, origins: Tensor, directions: Tensor, dd: Tensor | None = 
     return best, surface
 
 
-def surface_normals(scene: Scene, surface: int, points: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
-    """Local coordinates and world unit normals ``(3, N)`` of world ``points`` ``(3, N)`` (components
-    first) on ``surface`` at ``frames`` ``(N,)``. Local coordinates: the world point for the backdrop,
-    ``(x, y, 0)`` for the ground, the object frame for objects."""
-    if surface == BACKDROP:
-        return points, points / -torch.sqrt(intersect._dot(points, points))
-    if surface == GROUND:
-        zero = torch.zeros_like(points[0])
-        return torch.stack([points[0], points[1], zero]), torch.stack([zero, zero, zero + 1.0])
-    o = surface - FIRST_OBJECT
-    pose = scene.object_to_world[o]  # (T, 4, 4): gather per-point values from per-frame ones
-    rel = points - pose[:, :3, 3].t()[:, frames]
-    rot = pose[:, :3, :3].reshape(-1, 9)[frames].t()  # (9, N), row-major entries
-    local = torch.stack([rot[k] * rel[0] + rot[3 + k] * rel[1] + rot[6 + k] * rel[2] for k in range(3)])
+def object_frames(scene: Scene, o: int, frames: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
+    """Local coordinates and world unit normals ``(3, N)`` (components first) of world ``points``
+    ``(3, N)`` on the surface of object ``o`` at ``frames`` ``(N,)``."""
+    # Per-point pose entries, row-major [R | t]: (12, N), gathered from the object's per-frame poses.
+    pose = scene.object_to_world[o, :, :3, :].reshape(-1, 12).index_select(0, frames).t()
+    rel = [points[k] - pose[4 * k + 3] for k in range(3)]
+    local = torch.stack([torch.addcmul(torch.addcmul(pose[j] * rel[0], pose[4 + j], rel[1]), pose[8 + j], rel[2])
+                         for j in range(3)])
     if int(scene.shape[o]) == SPHERE:
-        n_local = local / torch.sqrt(intersect._dot(local, local))
+        n_local = local / float(scene.size[o, 0])  # on the sphere |local| = r
     else:
         n_local = intersect.box_normal(local, scene.size[o])
-    normal = torch.stack([rot[3 * k] * n_local[0] + rot[3 * k + 1] * n_local[1] + rot[3 * k + 2] * n_local[2]
-                          for k in range(3)])
+    normal = torch.stack([torch.addcmul(torch.addcmul(pose[4 * i] * n_local[0], pose[4 * i + 1], n_local[1]),
+                                        pose[4 * i + 2], n_local[2]) for i in range(3)])
     return local, normal
 
 
@@ -179,40 +174,50 @@ def render(scene: Scene, shadows: bool = True) -> Rendering:
     bank = to_dtype(scene.textures, torch.float32)
     footprint = 0.4 / float(scene.intrinsics[0, 0])  # footprint std per metre of depth, fronto-parallel
     flat_points = points.reshape(3, -1)
-    flat_dirs = directions.reshape(3, -1)
     flat_depth = depth.reshape(-1)
-    light = scene.light.tolist()
+    light = scene.light
     ambient = scene.ambient
-    video = torch.empty(3, t_ * h * w)
+    video = torch.empty(t_ * h * w, 3)
     ids = surface.reshape(-1).numpy()
-    for s in range(FIRST_OBJECT + scene.num_objects):
-        idx_np = np.flatnonzero(ids == s)
+    for group in (BACKDROP, GROUND, FIRST_OBJECT):
+        idx_np = np.flatnonzero(ids >= FIRST_OBJECT if group == FIRST_OBJECT else ids == group)
         if idx_np.size == 0:
             continue
+        if group == FIRST_OBJECT:  # sorted by object (stable: frame-major within each): a slice per object
+            idx_np = idx_np[np.argsort(ids[idx_np], kind="stable")]
         idx = torch.from_numpy(idx_np)
         sigma = flat_depth.index_select(0, idx).mul_(footprint)
         p = flat_points.index_select(1, idx)
-        if s == BACKDROP:  # seen nearly head-on from inside (the camera stays near the centre)
-            colour = albedo(bank, s, p, sigma)
-            shade = torch.full_like(sigma, BACKDROP_BRIGHTNESS)
-        elif s == GROUND:
-            d = flat_dirs.index_select(1, idx)
-            cos = d[2].abs().mul_(torch.rsqrt(dd.expand(t_, h, w).reshape(-1).index_select(0, idx)))
-            colour = albedo(bank, s, p, sigma.div_(cos.clamp_min_(_MIN_COS)))
-            diffuse = max(light[2], 0.0)
-            shade = (lit.index_select(0, idx).to(torch.float32).mul_((1.0 - ambient) * diffuse).add_(ambient)
-                     if lit is not None else torch.full_like(sigma, ambient + (1.0 - ambient) * diffuse))
+        if group == BACKDROP:  # seen nearly head-on from inside (the camera stays near the centre)
+            colour = albedo(bank, BACKDROP, p, sigma).mul_(BACKDROP_BRIGHTNESS)
+        elif group == GROUND:
+            cos = torch.rsqrt(dd.reshape(-1).index_select(0, idx % (h * w)))
+            cos.mul_(directions[2].reshape(-1).index_select(0, idx).abs_())
+            colour = albedo(bank, GROUND, p, sigma.div_(cos.clamp_min_(_MIN_COS)))
+            diffuse = max(float(light[2]), 0.0) * (1.0 - ambient)
+            shade = (lit.index_select(0, idx).to(torch.float32).mul_(diffuse).add_(ambient) if lit is not None
+                     else torch.full_like(sigma, ambient + diffuse))
+            colour.mul_(shade[:, None])
         else:
-            d = flat_dirs.index_select(1, idx)
+            inv_len = torch.rsqrt(dd.reshape(-1).index_select(0, idx % (h * w)))
+            d = directions.reshape(3, -1).index_select(1, idx)
             frames = torch.div(idx, h * w, rounding_mode="floor")
-            local, normal = surface_normals(scene, s, p, frames)
-            cos = intersect._dot(normal, d).abs_().div_(torch.sqrt(intersect._dot(d, d)))
-            colour = albedo(bank, s, local, sigma.div_(cos.clamp_min_(_MIN_COS)))
-            diffuse = (normal[0] * light[0]).add_(normal[1], alpha=light[1]).add_(normal[2], alpha=light[2]).clamp_min_(0.0)
-            if lit is not None:
-                diffuse.mul_(lit.index_select(0, idx))
-            shade = diffuse.mul_(1.0 - ambient).add_(ambient)
-        for k in range(3):
-            video[k].index_copy_(0, idx, colour[k].mul_(shade))
-    video = video.reshape(3, t_, h, w).permute(1, 2, 3, 0).contiguous()
-    return Rendering(video=video, depth=depth, surface=surface)
+            counts = np.bincount(ids[idx_np] - FIRST_OBJECT, minlength=scene.num_objects).tolist()
+            colour = torch.empty(len(idx), 3)
+            lit_o = lit.index_select(0, idx) if lit is not None else None
+            start = 0
+            for o, count in enumerate(counts):
+                if count == 0:
+                    continue
+                seg = slice(start, start + count)
+                start += count
+                local, normal = object_frames(scene, o, frames[seg], p[:, seg])
+                cos = intersect._dot(normal, d[:, seg]).abs_().mul_(inv_len[seg])
+                c = albedo(bank, FIRST_OBJECT + o, local, sigma[seg].div_(cos.clamp_min_(_MIN_COS)))
+                diffuse = (normal[0] * float(light[0])).add_(normal[1], alpha=float(light[1]))
+                diffuse = diffuse.add_(normal[2], alpha=float(light[2])).clamp_min_(0.0)
+                if lit_o is not None:
+                    diffuse.mul_(lit_o[seg])
+                colour[seg] = c.mul_(diffuse.mul_(1.0 - ambient).add_(ambient)[:, None])
+        video.index_copy_(0, idx, colour)
+    return Rendering(video=video.reshape(t_, h, w, 3), depth=depth, surface=surface)

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from fourds.data.synthetic.camera import intrinsics_from_fov, look_at
-from fourds.data.synthetic.textures import TextureBank, concat, sample_textures
+from fourds.data.synthetic.textures import TextureBank, sample_textures
 
 SPHERE, BOX = 0, 1
 SHAPES = ("sphere", "box")
@@ -42,19 +42,21 @@ class SceneConfig:
     object_size: tuple[float, float] = (0.3, 0.75)
     main_size: tuple[float, float] = (0.9, 1.2)
     spawn_radius: float = 3.5
-    main_spawn_radius: float = 1.5
+    main_spawn_radius: float = 2.5
     moving_probability: float = 0.5
     spin_probability: float = 0.5
     travel: tuple[float, float] = (0.5, 2.0)
-    main_travel: tuple[float, float] = (1.5, 2.5)
+    main_travel: tuple[float, float] = (0.75, 3.0)
+    main_image_travel: tuple[float, float] = (0.12, 0.22)
+    main_vertical_travel: float = 0.5
     spin: float = math.pi
     class_jitter: float = 0.3
-    camera_distance: tuple[float, float] = (8.0, 12.0)
-    camera_elevation: tuple[float, float] = (15.0, 45.0)
+    camera_distance: tuple[float, float] = (9.0, 13.0)
+    camera_elevation: tuple[float, float] = (20.0, 50.0)
     camera_travel: tuple[float, float] = (1.5, 4.0)
-    camera_min_distance: float = 7.0
-    camera_min_height: float = 1.0
-    target_jitter: float = 0.5
+    camera_min_distance: float = 8.0
+    camera_min_height: float = 1.5
+    target_jitter: float = 1.0
     fov: tuple[float, float] = (40.0, 70.0)
     backdrop_radius: float = 40.0
     light_elevation: tuple[float, float] = (35.0, 70.0)
@@ -74,7 +76,8 @@ class SceneConfig:
             raise ValueError(f"class_jitter={self.class_jitter} must lie in [0, 0.5) (fraction of a class sector)")
         if self.camera_distance[0] < self.camera_min_distance:
             raise ValueError("camera_distance must start at or above camera_min_distance")
-        reach = self.spawn_radius + 0.5 * max(self.travel[1], self.main_travel[1]) + math.sqrt(3) * self.main_size[1]
+        reach = max(self.spawn_radius + 0.5 * self.travel[1] + math.sqrt(3) * self.object_size[1],
+                    self.main_spawn_radius + 0.5 * self.main_travel[1] + math.sqrt(3) * self.main_size[1])
         if reach >= self.camera_min_distance:
             raise ValueError(
                 f"objects can come within {reach:.2f} m of the origin, not below camera_min_distance="
@@ -189,16 +192,37 @@ def _place(gen: torch.Generator, radius: Tensor, spawn: Tensor) -> Tensor:
     return placed
 
 
+def _ground_direction(centre: Tensor, psi: float, intrinsics: Tensor, cam_to_world: Tensor) -> tuple[Tensor, float]:
+    """The horizontal unit direction ``(3,)`` along which a point at ``centre`` moves in the image of
+    the camera ``cam_to_world`` ``(4, 4)`` in the direction of angle ``psi`` (counter-clockwise from the
+    image's +x axis, image y pointing down), and the image speed along it in pixels per metre.
+
+    A straight line on a horizontal plane images to a straight line, so a displacement along this
+    direction, centred on ``centre``, moves the image point exactly along ``psi`` (the image of the
+    plane's direction is the Jacobian of the projection at ``centre``)."""
+    rot, origin = cam_to_world[:3, :3], cam_to_world[:3, 3]
+    q = rot.T @ (centre - origin)
+    jac = torch.empty(2, 2, dtype=torch.float64)
+    for k in range(2):  # image velocity of a unit ground velocity along world x, y
+        dq = rot.T[:, k]
+        jac[0, k] = intrinsics[0, 0] * (dq[0] * q[2] - q[0] * dq[2]) / q[2] ** 2
+        jac[1, k] = intrinsics[1, 1] * (dq[1] * q[2] - q[1] * dq[2]) / q[2] ** 2
+    wanted = torch.tensor([math.cos(psi), -math.sin(psi)], dtype=torch.float64)
+    ground = torch.linalg.solve(jac, wanted)
+    ground = ground / ground.norm()
+    return torch.cat([ground, torch.zeros(1, dtype=torch.float64)]), float((jac @ ground).norm())
+
+
 def sample_scene(gen: torch.Generator, num_frames: int, height: int, width: int, cfg: SceneConfig,
                  label: int) -> Scene:
     """Draw a scene from ``gen`` (every draw comes from it, in a fixed order).
 
-    The main object's direction of motion is set by ``label``: with ``C = cfg.num_classes`` it moves
-    along ``cos(phi) r + sin(phi) f`` on the ground, ``phi = 2 pi (label + u) / C`` with
-    ``u ~ U(-class_jitter, class_jitter)``, where ``r`` is the first camera's x axis (rightwards in the
-    image, horizontal since the camera has no roll) and ``f`` the horizontal direction it looks along
-    (away from the camera, upwards in the image). So class 0 moves right, class C/4 away, class C/2
-    left, class 3C/4 towards the camera (counter-clockwise as seen in the image).
+    ``label`` sets the direction in which the main object (object 0) moves **in the image of the first
+    camera** (its own motion, as that camera would see it standing still): with ``C = cfg.num_classes``
+    sectors, the image direction is ``psi = 2 pi (label + u) / C`` counter-clockwise from "right"
+    (class 0 right, C/4 up, C/2 left, 3C/4 down), ``u ~ U(-class_jitter, class_jitter)``; the object
+    slides on the ground along the direction that images to ``psi``, far enough to cover
+    ``main_image_travel`` of the image width (clamped to ``main_travel`` metres).
     """
     if not 0 <= label < cfg.num_classes:
         raise ValueError(f"label {label} is outside [0, {cfg.num_classes})")
@@ -229,17 +253,14 @@ def sample_scene(gen: torch.Generator, num_frames: int, height: int, width: int,
     moving[0] = True
     heading = _uniform(gen, 0.0, 2 * math.pi, n)
     travel = _uniform(gen, *cfg.travel, n)
-    travel[0] = float(_uniform(gen, *cfg.main_travel, 1))
     jitter = float(_uniform(gen, -cfg.class_jitter, cfg.class_jitter, 1))
-    phi = 2 * math.pi * (label + jitter) / cfg.num_classes
-    right = cam_to_world[0, :3, 0].clone()
-    right[2] = 0.0
-    right = right / right.norm()
-    away = torch.stack([-right[1], right[0], torch.zeros((), dtype=torch.float64)])  # z x r: horizontal forward
-    if float(away @ cam_to_world[0, :3, 2]) < 0:
-        away = -away
+    # Less travel along the image's vertical, where the ground's foreshortening packs positions closer.
+    image_travel = float(_uniform(gen, *cfg.main_image_travel, 1)) * width
     direction = torch.stack([torch.cos(heading), torch.sin(heading), torch.zeros_like(heading)], dim=-1)
-    direction[0] = math.cos(phi) * right + math.sin(phi) * away
+    psi = 2 * math.pi * (label + jitter) / cfg.num_classes
+    direction[0], px_per_metre = _ground_direction(centre[0], psi, intrinsics, cam_to_world[0])
+    image_travel *= math.hypot(math.cos(psi), cfg.main_vertical_travel * math.sin(psi))
+    travel[0] = min(max(image_travel / px_per_metre, cfg.main_travel[0]), cfg.main_travel[1])
     displacement = direction * (travel * moving)[:, None]
 
     spinning = moving & (torch.rand(n, generator=gen) < cfg.spin_probability)
@@ -261,11 +282,9 @@ def sample_scene(gen: torch.Generator, num_frames: int, height: int, width: int,
     light = torch.tensor([math.cos(light_el) * math.cos(light_az), math.cos(light_el) * math.sin(light_az),
                           math.sin(light_el)], dtype=torch.float64)
     ambient = float(_uniform(gen, *cfg.ambient, 1))
-    textures = concat([
-        sample_textures(gen, 1, cfg.backdrop_cell, value=(0.5, 0.9)),
-        sample_textures(gen, 1, cfg.ground_cell, flat=True, value=(0.45, 0.85)),
-        sample_textures(gen, n, cfg.object_cell),
-    ])
+    cell = torch.tensor([cfg.backdrop_cell, cfg.ground_cell] + [cfg.object_cell] * n, dtype=torch.float64)
+    value = torch.tensor([(0.5, 0.9), (0.45, 0.85)] + [(0.55, 1.0)] * n, dtype=torch.float64)
+    textures = sample_textures(gen, cell, value, flat=torch.arange(n + 2) == 1)
     f32 = torch.float32
     return Scene(
         intrinsics=intrinsics.to(f32), cam_to_world=cam_to_world.to(f32), shape=shape, size=half.to(f32),

@@ -24,6 +24,7 @@ CHECKER, STRIPES, NOISE = 0, 1, 2
 KINDS = ("checker", "stripes", "noise")
 NUM_WAVES = 4
 _GAIN = 5.0  # tanh gain that turns the (filtered) pattern signal into a near-binary mix
+_NOISE_GAIN = 2.5 / math.sqrt(NUM_WAVES)  # the noise pattern's sum of K sines: a softer mix
 
 
 @dataclass
@@ -65,63 +66,51 @@ def hsv_to_rgb(hsv: Tensor) -> Tensor:
     return v[..., None] - v[..., None] * s[..., None] * (torch.minimum(k, 4 - k).clamp(0, 1))
 
 
-def _unit(gen: torch.Generator, n: int, k: int = 1, flat: bool = False) -> Tensor:
-    """``(n, k, 3)`` random unit vectors (in the xy plane when ``flat``)."""
-    v = torch.randn(n, k, 3, generator=gen, dtype=torch.float64)
-    if flat:
-        v[..., 2] = 0.0
-    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-
-
 def sample_textures(
     gen: torch.Generator,
-    n: int,
-    cell: tuple[float, float],
-    flat: bool = False,
+    cell: Tensor,
+    value: Tensor,
+    flat: Tensor,
     saturation: tuple[float, float] = (0.35, 0.95),
-    value: tuple[float, float] = (0.55, 1.0),
     contrast: tuple[float, float] = (0.25, 0.6),
     kinds: tuple[int, ...] = (CHECKER, STRIPES, NOISE),
 ) -> TextureBank:
-    """Random textures for ``n`` surfaces.
+    """Random textures for ``S`` surfaces, one draw for all of them.
 
     Args:
-        cell: range of the pattern cell size (metres).
-        flat: the surfaces are planes z = const (the ground): patterns vary in x and y only (their
-            wave vectors have no z component), so local z may hold anything.
-        saturation, value: HSV ranges of the first colour.
+        cell: ``(S, 2)`` range of each surface's pattern cell size (metres).
+        value: ``(S, 2)`` HSV value range of each surface's first colour.
+        flat: ``(S,)`` bool, the surface is a plane z = const (the ground): its patterns vary in x and
+            y only (wave vectors without z component), so local z may hold anything.
+        saturation: HSV saturation range of the first colour.
         contrast: the second colour's value is the first's times a factor in this range, with a hue
             shift, so the two always differ.
         kinds: the pattern kinds to draw from (uniformly).
     """
-
-    def uniform(lo: float, hi: float, *shape: int) -> Tensor:
-        return lo + (hi - lo) * torch.rand(*shape, generator=gen, dtype=torch.float64)
-
-    hue = torch.rand(n, generator=gen, dtype=torch.float64)
-    first = torch.stack([hue, uniform(*saturation, n), uniform(*value, n)], dim=-1)
-    second = torch.stack([(hue + uniform(-0.25, 0.25, n)) % 1.0, uniform(0.1, 0.9, n), first[:, 2] * uniform(*contrast, n)], -1)
+    n, k = flat.shape[0], NUM_WAVES
+    u = torch.rand(n, 12 + 4 * k, generator=gen, dtype=torch.float64)
+    r = torch.randn(n, 2 * k + 1, 3, generator=gen, dtype=torch.float64)
+    hue, sat, val, shift, sat2, con, kind_u, cell_u, amp = u[:, :9].unbind(1)
+    first = torch.stack([hue, saturation[0] + (saturation[1] - saturation[0]) * sat,
+                         value[:, 0] + (value[:, 1] - value[:, 0]) * val], dim=-1)
+    second = torch.stack([(hue + 0.5 * shift - 0.25) % 1.0, 0.1 + 0.8 * sat2,
+                          first[:, 2] * (contrast[0] + (contrast[1] - contrast[0]) * con)], dim=-1)
     colours = hsv_to_rgb(torch.stack([first, second], dim=1))
-    choice = torch.randint(0, len(kinds), (n,), generator=gen)
-    kind = torch.tensor(kinds, dtype=torch.int64)[choice]
-    cells = uniform(*cell, n)
-    phase = uniform(0.0, 2 * math.pi, n, 3)
-    axis = _unit(gen, n, 1, flat)[:, 0]
+    kind = torch.tensor(kinds, dtype=torch.int64)[(kind_u * len(kinds)).long().clamp(max=len(kinds) - 1)]
+    cells = cell[:, 0] + (cell[:, 1] - cell[:, 0]) * cell_u
+    phase = 2 * math.pi * u[:, 9:12]
+    r[flat, :, 2] = 0.0
+    unit = r / r.norm(dim=-1, keepdim=True).clamp_min(1e-9)  # (S, 2K + 1, 3) random directions
     # Noise: wavelengths of 1-3 cells; detail: 0.2-0.6 cells (fine, but prefiltered when far).
-    waves = _unit(gen, n, NUM_WAVES, flat) * (2 * math.pi / (cells[:, None, None] * uniform(1.0, 3.0, n, NUM_WAVES, 1)))
-    detail = _unit(gen, n, NUM_WAVES, flat) * (2 * math.pi / (cells[:, None, None] * uniform(0.2, 0.6, n, NUM_WAVES, 1)))
+    lengths = u[:, 12:12 + 2 * k]
+    wavelength = cells[:, None] * torch.cat([1.0 + 2.0 * lengths[:, :k], 0.2 + 0.4 * lengths[:, k:]], dim=1)
+    vectors = unit[:, 1:] * (2 * math.pi / wavelength)[..., None]
+    phases = 2 * math.pi * u[:, 12 + 2 * k:12 + 4 * k]
     return TextureBank(
-        colours=colours, kind=kind, cell=cells, phase=phase, axis=axis,
-        waves=waves, wave_phase=uniform(0.0, 2 * math.pi, n, NUM_WAVES),
-        detail=detail, detail_phase=uniform(0.0, 2 * math.pi, n, NUM_WAVES),
-        detail_amp=uniform(0.15, 0.35, n), flat=torch.full((n,), flat),
+        colours=colours, kind=kind, cell=cells, phase=phase, axis=unit[:, 0],
+        waves=vectors[:, :k], wave_phase=phases[:, :k], detail=vectors[:, k:], detail_phase=phases[:, k:],
+        detail_amp=0.15 + 0.2 * amp, flat=flat.clone(),
     )
-
-
-def concat(banks: list[TextureBank]) -> TextureBank:
-    """Stack several banks into one (surface order kept)."""
-    fields = TextureBank.__dataclass_fields__
-    return TextureBank(**{k: torch.cat([getattr(b, k) for b in banks]) for k in fields})
 
 
 def to_dtype(bank: TextureBank, dtype: torch.dtype) -> TextureBank:
@@ -172,9 +161,9 @@ def _waves(points: Tensor, s2: Tensor, vectors: Tensor, phases: Tensor) -> Tenso
     return total.mul_(_exp_(s2 * (-0.5 * float(vectors.square().sum(-1).mean()))))
 
 
-def albedo(bank: TextureBank, s: int, points: Tensor, sigma: Tensor) -> list[Tensor]:
-    """RGB albedo of surface ``s`` at local points ``(3, N)`` (metres, components first), prefiltered
-    by a Gaussian pixel footprint of std ``sigma`` ``(N,)`` (metres): three ``(N,)`` channels in [0, 1]."""
+def albedo(bank: TextureBank, s: int, points: Tensor, sigma: Tensor) -> Tensor:
+    """RGB albedo ``(N, 3)`` in [0, 1] of surface ``s`` at local points ``(3, N)`` (metres, components
+    first), prefiltered by a Gaussian pixel footprint of std ``sigma`` ``(N,)`` (metres)."""
     kind, cell = int(bank.kind[s]), float(bank.cell[s])
     s2 = sigma * sigma
     if kind == CHECKER:
@@ -190,9 +179,9 @@ def albedo(bank: TextureBank, s: int, points: Tensor, sigma: Tensor) -> list[Ten
         mix = _tanh_(_sin_(_linear(points, a, float(bank.phase[s, 0]))).mul_(_exp_(s2 * (-0.5 * f * f))).mul_(_GAIN))
     else:
         signal = _waves(points, s2, bank.waves[s], bank.wave_phase[s])
-        mix = _tanh_(signal.mul_(2.5 / math.sqrt(NUM_WAVES)))
+        mix = _tanh_(signal.mul_(_NOISE_GAIN))
     # mix in [-1, 1]: colour = mean + half-difference * mix, times the detail factor.
     c0, c1 = bank.colours[s, 0], bank.colours[s, 1]
-    mean, diff = (0.5 * (c0 + c1)).tolist(), (0.5 * (c1 - c0)).tolist()
+    mean, diff = 0.5 * (c0 + c1), 0.5 * (c1 - c0)
     detail = _waves(points, s2, bank.detail[s], bank.detail_phase[s]).mul_(float(bank.detail_amp[s]) / NUM_WAVES).add_(1.0)
-    return [(mix * diff[k]).add_(mean[k]).mul_(detail).clamp_(0.0, 1.0) for k in range(3)]
+    return torch.addcmul(mean, mix[:, None], diff[None]).mul_(detail[:, None]).clamp_(0.0, 1.0)
