@@ -215,9 +215,12 @@ def test_quick_demo_interrupted_resumed_and_rerun(tmp_path):
             c = res["table"][label][t]
             assert len(c["values"]) == 2 and all(math.isfinite(v) for v in c["values"]), (label, t)
     assert res["readouts"]["synth_depth"]["channels"] == 32
+    checks = res["pretraining_check"]
+    assert set(checks) == {"nano", "micro"}
+    assert all(c["test_loss"] > 0 and c["mean_colour_loss"] > 0 for c in checks.values())
     assert res["verdict_lines"] and all(k in res["timings_s"] for k in ("scenes", "pretrain", "features", "probes"))
     md = (out / "results.md").read_text()
-    assert "↑" in md and "↓" in md and "**" in md and "±" in md
+    assert "↑" in md and "↓" in md and "**" in md and "±" in md and "mean-colour loss" in md
     for name in ("pretraining_loss", "tasks_bars", "metric_vs_size"):
         assert (out / "plots" / f"{name}.png").is_file(), name
     assert (out / "pictures" / "mae_reconstruction_micro.png").is_file()

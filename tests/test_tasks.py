@@ -340,3 +340,29 @@ def test_pose_epe_of_predictions_matches_metric() -> None:
     pred = task.predictions(raw, {"cam_to_world": c2w})["relative_pose"]
     torch.testing.assert_close(torch.linalg.det(pred[:, :3, :3]), torch.ones(3), atol=1e-5, rtol=0)
     torch.testing.assert_close(pose_epe(pred[:, :3], relative_pose(c2w)), task.metrics(raw, {"cam_to_world": c2w})["re10k/pose_epe"])
+
+
+@pytest.mark.parametrize("name", ["perception_test", "waymo"])
+def test_query_readouts_can_predict_offsets_from_the_query_and_take_a_lower_top_frequency(name: str) -> None:
+    """``predict_offsets``: with the final layer zeroed the readout predicts "nothing moves" (the query
+    point or first box in every frame); ``query_max_frequency`` sets the Fourier embedding's top
+    frequency. Neither changes the parameter count (Table 6)."""
+    paper = small_task(name)
+    task = small_task(name, predict_offsets=True, query_max_frequency=8.0)
+    readout = task.build_readout(32, (2, 2, 2))
+    assert sum(p.numel() for p in readout.parameters()) == sum(p.numel() for p in paper.build_readout(32, (2, 2, 2)).parameters())
+    assert float(readout.embed.frequencies.max()) == 8.0 and float(paper.build_readout(32, (2, 2, 2)).embed.frequencies.max()) == 128.0
+    head = readout.readout.head
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    features = torch.randn(2, 2, 4, 32)
+    if name == "perception_test":
+        tracks = torch.rand(2, 3, 4, 2) * 32
+        out = readout(features, {"tracks": tracks})["points"]
+        torch.testing.assert_close(out, (tracks[:, :, :1] / 32).expand_as(out))
+    else:
+        first = torch.tensor([[2.0, 3, 10, 12], [5, 5, 30, 20]])
+        boxes = first[None, :, None].expand(2, 2, 4, 4).clone()
+        out = readout(features, {"boxes": boxes})
+        torch.testing.assert_close(out, (boxes[:, :, :1] / 32).expand_as(out))
+        assert float(task.loss(out, {"boxes": boxes, "box_valid": torch.ones(2, 2, 4, dtype=torch.bool)})) == pytest.approx(0.0, abs=1e-6)

@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "pictures to --out. About 15 minutes on 2 CPU cores (--quick: about 2). Interrupted? Run the same "
         "command again: finished stages are skipped and pretraining resumes from its checkpoint.",
     )
-    p.add_argument("--out", default="demo", help="output folder (default: ./demo)")
+    p.add_argument("--out", default="demo_out", help="output folder (default: ./demo_out)")
     p.add_argument("--quick", action="store_true", help="the ~2-minute recipe (tiny scenes and models; CI)")
     p.add_argument("--distill", action="store_true",
                    help="also distil the larger pretrained model into the smaller architecture and probe it")

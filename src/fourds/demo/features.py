@@ -27,11 +27,12 @@ from fourds.models.io import save_weights_atomic
 
 
 def clip_key(clip: Tensor) -> str:
-    """Hash of one clip ``(T, H, W, 3)``: its shape, dtype and every byte of its pixels."""
+    """Hash of one clip ``(T, H, W, 3)``: its shape, dtype and every byte of its pixels (blake2b, read
+    in place: no copy of the pixels)."""
     data = clip.detach().to("cpu").contiguous()
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{tuple(data.shape)}:{data.dtype}".encode())
-    h.update(data.view(torch.uint8).numpy().tobytes())
+    h.update(data.reshape(-1).view(torch.uint8).numpy())
     return h.hexdigest()
 
 

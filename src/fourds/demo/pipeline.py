@@ -256,13 +256,14 @@ def probe_dir(out: Path, label: str, task: str, seed: int) -> Path:
 def probe_config(recipe: DemoRecipe, entry: Entry, task_name: str, seed: int, out: Path) -> Any:
     from fourds.train.probe_config import ProbeConfig
 
+    steps, warmup = recipe.steps_for(task_name)
     draw = recipe.visualize if (seed == recipe.seeds[0] and entry.label in recipe.visualize_models) else 0
     return ProbeConfig(
         backbone=entry.label, task=task_name, task_overrides=task_overrides(recipe, task_name),
         out=str(probe_dir(out, entry.label, task_name, seed)), lrs=[recipe.probe_lr], weight_decays=[1e-4],
-        steps=recipe.probe_steps, batch_size=recipe.probe_batch, warmup_steps=recipe.probe_warmup,
-        select_on="eval", eval_split="test", seed=seed, save_every=recipe.probe_steps,
-        log_every=max(1, recipe.probe_steps // 10), resume=True, tensorboard=False, visualize=draw,
+        steps=steps, batch_size=recipe.probe_batch, warmup_steps=warmup,
+        select_on="eval", eval_split="test", seed=seed, save_every=steps,
+        log_every=max(1, steps // 10), resume=True, tensorboard=False, visualize=draw,
         precision="fp32",
     )
 

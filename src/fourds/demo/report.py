@@ -42,6 +42,34 @@ def readout_widths(recipe: DemoRecipe, dims: dict[str, int]) -> dict[str, Any]:
     return widths
 
 
+def pretraining_check(out: Path, recipe: DemoRecipe, pools: Pools) -> dict[str, dict[str, float]]:
+    """Per pretrained model: its SimpleMAE loss on the test clips (fixed masks) next to the loss of
+    predicting each clip's mean colour everywhere, the plateau an MAE sits on before it learns structure."""
+    import torch
+
+    from fourds.data import to_float
+    from fourds.models import load_simple_mae
+
+    if not len(pools.test):
+        return {}
+    video = to_float(torch.stack([pools.test[i]["video"] for i in range(len(pools.test))]))
+    mean_colour = float(((video - video.mean(dim=(1, 2, 3), keepdim=True)) ** 2).mean())
+    checks = {}
+    for model in recipe.models:
+        folder = out / "pretrain" / model.label / "model"
+        if not (folder / "model.safetensors").is_file():
+            continue
+        mae = load_simple_mae(folder).eval()
+        losses = []
+        with torch.no_grad():
+            for start in range(0, len(video), 16):
+                chunk = video[start:start + 16]
+                res = mae(chunk, sample_seeds=list(range(start, start + len(chunk))))
+                losses.append(float(res.loss) * len(chunk))
+        checks[model.label] = {"test_loss": sum(losses) / len(video), "mean_colour_loss": mean_colour}
+    return checks
+
+
 def stage_times(timings: Timings) -> dict[str, float]:
     """Seconds per stage, with the per-model feature and probe entries summed as well."""
     flat = {k: v["seconds"] for k, v in timings.data.items()}
@@ -75,8 +103,10 @@ def write_outputs(recipe: DemoRecipe, out: Path, rows: list[Entry], pools: Pools
 
     md_table = markdown_table(table, tasks, params, kinds)
     stages = stage_times(timings)
+    pretraining = pretraining_check(out, recipe, pools)
     results = {
         "recipe": recipe.name,
+        "pretraining_check": pretraining,
         "table": {label: {t: c.to_dict() for t, c in row.items()} for label, row in table.items()},
         "models": {e.label: {"kind": e.kind, "model": e.model.label, "preset": e.model.preset,
                              "params": params.get(e.label), "dim": dims[e.label]} for e in rows},
@@ -116,7 +146,8 @@ def results_markdown(recipe: DemoRecipe, results: dict[str, Any], md_table: str,
         "# fourds demo: the paper in miniature", "",
         f"Recipe `{recipe.name}`: {recipe.train_scenes} training and {recipe.test_scenes} test procedural scenes of "
         f"{recipe.frames} frames at {recipe.size}x{recipe.size}; SimpleMAE pretraining: {pretrain}. Frozen readouts "
-        f"(the paper's designs, narrower): {widths}; {recipe.probe_steps} steps x batch {recipe.probe_batch}, "
+        f"(the paper's designs, narrower): {widths}; {recipe.probe_steps} steps x batch {recipe.probe_batch}"
+        f"{''.join(f' ({t}: {n})' for t, n in recipe.task_probe_steps.items())}, "
         f"lr {recipe.probe_lr:g}, one fixed configuration (no selection), mean ± std over readout seeds "
         f"{list(recipe.seeds)}, reported on the test scenes.", "",
         "## Frozen evaluation (Table 2 in miniature)", "", md_table, "",
@@ -126,6 +157,12 @@ def results_markdown(recipe: DemoRecipe, results: dict[str, Any], md_table: str,
         "smallest architecture).", "",
         "## Verdicts", "", f"A win is claimed only beyond the seeds' spread ({results['win_rule']}).", "",
         *[f"- {line}" for line in lines], "",
+        "## Pretraining", "",
+        "SimpleMAE loss on the test clips (95% masked, fixed masks) against the loss of predicting each clip's mean "
+        "colour everywhere: an MAE sits on that plateau before it learns any structure.", "",
+        "| model | test loss | mean-colour loss | ratio |", "|---|---:|---:|---:|",
+        *[f"| {label} | {c['test_loss']:.4f} | {c['mean_colour_loss']:.4f} | {c['test_loss'] / c['mean_colour_loss']:.2f} |"
+          for label, c in results.get("pretraining_check", {}).items()], "",
         "## Figures", "",
         *[f"![{p.stem}]({p.relative_to(out)})" for p in figures if p.suffix == ".png" and p.parent == out / "plots"], "",
         "Pictures (MAE reconstructions, predicted depth, tracks, boxes, camera trajectories): `pictures/`.", "",

@@ -58,7 +58,7 @@ def machine_info() -> dict[str, Any]:
             "cuda": torch.cuda.is_available(), "load_average_1_5_15": [round(x, 2) for x in load]}
 
 
-def run_demo(out: str | Path = "demo", quick: bool = False, recipe: DemoRecipe | None = None,
+def run_demo(out: str | Path = "demo_out", quick: bool = False, recipe: DemoRecipe | None = None,
              keep_cache: bool = False) -> dict[str, Any]:
     """Run (or resume) the demo into ``out``; returns the results dict (also ``<out>/results.json``).
 

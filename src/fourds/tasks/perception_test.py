@@ -73,23 +73,29 @@ class PointTrackReadout(nn.Module):
         frame_size: ``(H, W)`` of the clips, to normalise the query points.
         embed_dim: width of the Fourier MLP (512) and of the replica embeddings.
         num_frequencies: Fourier frequencies per coordinate (16).
+        max_frequency: highest Fourier frequency, cycles per frame (128: one pixel of a 256-pixel frame).
+        predict_offsets: predict each frame's position as the query point plus an output offset instead
+            of ``sigmoid(output)`` (the paper's); a readout then starts from "the point does not move".
 
     Shapes:
         ``forward(features, batch)`` with ``batch["tracks"]`` ``(B, P, T, 2)`` (the query is frame 0)
-        returns ``{"points": (B, P, T, 2)`` normalised (x, y) in (0, 1), ``"occlusion_logit"`` and
+        returns ``{"points": (B, P, T, 2)`` normalised (x, y) (in (0, 1) unless ``predict_offsets``), ``"occlusion_logit"`` and
         ``"uncertainty_logit"`` ``(B, P, T)}``.
     """
 
     def __init__(self, dim: int, channels: int, num_heads: int, num_frames: int = 16, frames_per_query: int = 2,
-                 frame_size: tuple[int, int] = (224, 224), embed_dim: int = 512, num_frequencies: int = 16) -> None:
+                 frame_size: tuple[int, int] = (224, 224), embed_dim: int = 512, num_frequencies: int = 16,
+                 max_frequency: float = 128.0, predict_offsets: bool = False) -> None:
         super().__init__()
+        self.predict_offsets = predict_offsets
         if num_frames % frames_per_query:
             raise ValueError(
                 f"PointTrackReadout: num_frames={num_frames} must be a multiple of frames_per_query={frames_per_query}"
             )
         self.num_frames, self.frames_per_query = num_frames, frames_per_query
         self.frame_size = tuple(frame_size)
-        self.embed = FourierQueryEmbedding(2, num_frequencies, hidden_dim=embed_dim, out_dim=embed_dim)
+        self.embed = FourierQueryEmbedding(2, num_frequencies, hidden_dim=embed_dim, out_dim=embed_dim,
+                                           max_frequency=max_frequency)
         self.replica_embedding = nn.Parameter(torch.zeros(num_frames // frames_per_query, embed_dim))
         nn.init.normal_(self.replica_embedding, std=0.02)
         self.readout = AttentionReadout(dim, channels, num_heads, 4 * frames_per_query, query_dim=embed_dim,
@@ -103,8 +109,9 @@ class PointTrackReadout(nn.Module):
         emb = self.embed(query)[:, :, None] + self.replica_embedding.to(features.dtype)  # (B, P, R, E)
         out = self.readout(features, emb.flatten(1, 2))  # (B, P*R, 4*fpq)
         out = out.reshape(b, p, self.num_frames, 4)
+        points = query[:, :, None] + out[..., :2] if self.predict_offsets else torch.sigmoid(out[..., :2])
         return {
-            "points": torch.sigmoid(out[..., :2]),
+            "points": points,
             "occlusion_logit": out[..., 2],
             "uncertainty_logit": out[..., 3],
         }
@@ -161,6 +168,9 @@ class PerceptionTestTask(Task):
         train_stride: stride of the training windows (MOVi-E: consecutive frames).
         frames_per_query: frames each query replica predicts.
         embed_dim: Fourier MLP width (query embedding).
+        query_max_frequency: highest Fourier frequency of the query embedding, cycles per frame (128,
+            one pixel of a 256-pixel frame; lower it for small frames or little training data).
+        predict_offsets: positions as query + predicted offset (False: the paper's sigmoid output).
         num_train_tracks: tracks sampled per training clip.
         max_eval_tracks: cap on the tracks of an evaluation clip (None: all).
         crop_area: area range of the training crop (fraction of the frame).
@@ -181,6 +191,8 @@ class PerceptionTestTask(Task):
     train_stride: int = 1
     frames_per_query: int = 2
     embed_dim: int = 512
+    query_max_frequency: float = 128.0
+    predict_offsets: bool = False
     num_train_tracks: int = 64
     max_eval_tracks: int | None = None
     crop_area: tuple[float, float] = (0.3, 1.0)
@@ -207,7 +219,8 @@ class PerceptionTestTask(Task):
 
     def build_readout(self, dim: int, grid: tuple[int, int, int]) -> nn.Module:
         return PointTrackReadout(dim, self.channels, self.num_heads, self.num_frames, self.frames_per_query,
-                                 self.input_size, self.embed_dim)
+                                 self.input_size, self.embed_dim, max_frequency=self.query_max_frequency,
+                                 predict_offsets=self.predict_offsets)
 
     # ------------------------------------------------------------------ transforms
     def train_geometry(self, clip: Sample, generator: torch.Generator) -> Sample:

@@ -49,6 +49,9 @@ class BoxTrackReadout(nn.Module):
         frame_size: ``(H, W)`` of the clips, to normalise the query boxes.
         embed_dim: Fourier MLP width (512).
         num_frequencies: Fourier frequencies per coordinate (16).
+        max_frequency: highest Fourier frequency, cycles per frame (128: one pixel of a 256-pixel frame).
+        predict_offsets: predict each frame's box as the query box plus an output offset instead of the
+            output itself (the paper's); a readout then starts from "the box does not move".
 
     Shapes:
         ``forward(features, batch)`` with ``batch["boxes"]`` ``(B, O, T, 4)`` pixels (frame 0 is the
@@ -56,11 +59,14 @@ class BoxTrackReadout(nn.Module):
     """
 
     def __init__(self, dim: int, channels: int, num_heads: int, num_frames: int = 16,
-                 frame_size: tuple[int, int] = (256, 256), embed_dim: int = 512, num_frequencies: int = 16) -> None:
+                 frame_size: tuple[int, int] = (256, 256), embed_dim: int = 512, num_frequencies: int = 16,
+                 max_frequency: float = 128.0, predict_offsets: bool = False) -> None:
         super().__init__()
+        self.predict_offsets = predict_offsets
         self.num_frames = num_frames
         self.frame_size = tuple(frame_size)
-        self.embed = FourierQueryEmbedding(4, num_frequencies, hidden_dim=embed_dim, out_dim=embed_dim)
+        self.embed = FourierQueryEmbedding(4, num_frequencies, hidden_dim=embed_dim, out_dim=embed_dim,
+                                           max_frequency=max_frequency)
         self.readout = AttentionReadout(dim, channels, num_heads, 4 * num_frames, query_dim=embed_dim,
                                         steps=num_frames)
 
@@ -71,7 +77,8 @@ class BoxTrackReadout(nn.Module):
         scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=boxes.device)
         query = boxes[:, :, 0].float() / scale
         out = self.readout(features, self.embed(query))  # (B, O, 4T)
-        return out.reshape(b, o, self.num_frames, 4)
+        out = out.reshape(b, o, self.num_frames, 4)
+        return query[:, :, None] + out if self.predict_offsets else out
 
 
 def filter_boxes(sample: Sample, min_area_fraction: float = 0.005, max_boxes: int = 25) -> Sample:
@@ -98,6 +105,9 @@ class WaymoTask(Task):
 
     Attributes:
         embed_dim: Fourier MLP width (query embedding).
+        query_max_frequency: highest Fourier frequency of the query embedding, cycles per frame (128,
+            one pixel of a 256-pixel frame; lower it for small frames or little training data).
+        predict_offsets: boxes as query box + predicted offset (False: the paper's direct output).
         min_box_fraction: boxes smaller than this fraction of the first frame are dropped.
         max_boxes: boxes kept per clip.
     """
@@ -111,11 +121,14 @@ class WaymoTask(Task):
     channels: int = 1024
     num_heads: int = 4
     embed_dim: int = 512
+    query_max_frequency: float = 128.0
+    predict_offsets: bool = False
     min_box_fraction: float = 0.005
     max_boxes: int = 25
 
     def build_readout(self, dim: int, grid: tuple[int, int, int]) -> nn.Module:
-        return BoxTrackReadout(dim, self.channels, self.num_heads, self.num_frames, self.input_size, self.embed_dim)
+        return BoxTrackReadout(dim, self.channels, self.num_heads, self.num_frames, self.input_size, self.embed_dim,
+                               max_frequency=self.query_max_frequency, predict_offsets=self.predict_offsets)
 
     # ------------------------------------------------------------------ transforms
     def eval_geometry(self, clip: Sample) -> Sample:
