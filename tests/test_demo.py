@@ -208,7 +208,11 @@ def test_quick_demo_interrupted_resumed_and_rerun(tmp_path):
     assert [json.loads(line)["step"] for line in log][-1] == 6  # resumed, finished
     labels = ["nano-random", "nano", "micro-random", "micro-perframe", "micro"]
     tasks = ["synth_tracking", "synth_boxes", "synth_pose", "synth_depth", "synth_motion"]
-    assert list(res["table"]) == labels
+    assert list(res["table"]) == [*labels, "trivial"]
+    assert res["models"].keys() == set(labels)
+    trivial = res["table"]["trivial"]
+    assert list(trivial) == ["synth_tracking", "synth_boxes", "synth_pose", "synth_depth", "synth_motion"]
+    assert all(len(c["values"]) == 1 and math.isfinite(c["values"][0]) for c in trivial.values())
     for label in labels:
         assert list(res["table"][label]) == tasks
         for t in tasks:
@@ -242,3 +246,32 @@ def test_quick_demo_interrupted_resumed_and_rerun(tmp_path):
         from fourds.demo import default_recipe, run_demo
 
         run_demo(out, recipe=default_recipe())
+
+
+# ------------------------------------------------------------------------------------------ trivial answers
+def test_trivial_answers_score_perfectly_on_scenes_where_nothing_moves():
+    """Static points and boxes, one depth, one class: each task's trivial answer is exact there, and the
+    motion answer is the most frequent training class (2 of 3 training labels, half the test labels)."""
+    from fourds.demo.pipeline import build_task
+    from fourds.demo.scenes import ScenePool
+    from fourds.demo.trivial import trivial_metrics
+    from fourds.demo import quick_recipe
+
+    recipe = quick_recipe()
+    t, s = recipe.frames, recipe.size
+
+    def sample(label: int) -> dict:
+        tracks = torch.tensor([[4.5, 6.5], [20.5, 10.5], [12.5, 25.5]])[:, None].expand(3, t, 2).clone()
+        boxes = torch.tensor([[2.0, 3, 14, 15], [16, 16, 30, 28]])[:, None].expand(2, t, 4).clone()
+        return {"video": torch.zeros(t, s, s, 3, dtype=torch.uint8), "depth": torch.full((t, s, s), 5.0),
+                "tracks": tracks, "visible": torch.ones(3, t, dtype=torch.bool), "track_object": torch.zeros(3, dtype=torch.long),
+                "boxes": boxes, "box_valid": torch.ones(2, t, dtype=torch.bool), "label": torch.tensor(label),
+                "intrinsics": torch.tensor([[30.0, 0, 16], [0, 30, 16], [0, 0, 1]]), "cam_to_world": torch.eye(4).expand(t, 4, 4).clone()}
+
+    train, test = ScenePool([sample(2), sample(2), sample(3)]), ScenePool([sample(2), sample(5)])
+    got = {name: trivial_metrics(build_task(recipe, name), train, test) for name in recipe.tasks}
+    assert got["synth_tracking"]["synth_tracking/average_jaccard"] == pytest.approx(1.0)
+    assert got["synth_boxes"]["synth_boxes/box_iou"] == pytest.approx(1.0)
+    assert got["synth_pose"]["synth_pose/pose_epe"] == pytest.approx(0.0, abs=1e-5)
+    assert got["synth_depth"]["synth_depth/abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    assert got["synth_motion"]["synth_motion/top1"] == pytest.approx(0.5)

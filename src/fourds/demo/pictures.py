@@ -12,6 +12,7 @@ import torch
 from fourds.data import to_float
 from fourds.demo.config import DemoRecipe
 from fourds.demo.pipeline import Entry, Pools, probe_dir
+from fourds.demo.plots import save_figure
 from fourds.seeding import derive_seed
 
 
@@ -55,12 +56,7 @@ def mae_reconstruction(model_folder: Path, pool: Pools | None, indices: list[int
                     ax.set_ylabel(name, fontsize=7)
                 if r == 0:
                     ax.set_title(f"test clip {index}, frame {ti}", fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title, dpi=90, fontsize=9)
 
 
 def gather_probe_figures(out: Path, recipe: DemoRecipe, rows: list[Entry]) -> list[Path]:

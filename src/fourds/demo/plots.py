@@ -10,7 +10,8 @@ from typing import Any
 from fourds.demo.config import DemoRecipe
 from fourds.demo.results import Cell
 
-KIND_COLOURS = {"pretrained": "tab:blue", "random": "tab:grey", "perframe": "tab:orange", "distilled": "tab:green"}
+KIND_COLOURS = {"pretrained": "tab:blue", "random": "tab:grey", "perframe": "tab:orange", "distilled": "tab:green",
+                "no features": "white"}
 
 
 def _plt() -> Any:
@@ -20,6 +21,19 @@ def _plt() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, path: Path, title: str | None = None, dpi: int = 110, fontsize: int = 10) -> Path:
+    """Title, tight layout, write ``path`` (its folder created), close; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title, fontsize=fontsize)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def read_curve(path: Path, key: str = "loss") -> tuple[list[int], list[float]]:
@@ -59,11 +73,7 @@ def plot_losses(out: Path, recipe: DemoRecipe, folder: Path) -> list[Path]:
     ax.set_title("Pretraining loss (pixel MSE on masked clips)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    path = folder / "pretraining_loss.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, folder / "pretraining_loss.png")]
 
 
 def _grid(plt: Any, n: int, w: float = 3.6, h: float = 3.2) -> tuple[Any, list[Any]]:
@@ -92,19 +102,15 @@ def plot_bars(folder: Path, recipe: DemoRecipe, table: dict[str, dict[str, Cell]
         xs = range(len(cells))
         means = [c.scale(c.mean) for _, c in cells]
         stds = [c.scale(c.std) for _, c in cells]
-        ax.bar(xs, means, yerr=stds, capsize=3, color=[KIND_COLOURS.get(kinds[label], "tab:purple") for label, _ in cells])
+        ax.bar(xs, means, yerr=stds, capsize=3, color=[KIND_COLOURS.get(kinds[label], "tab:purple") for label, _ in cells],
+               edgecolor="black", linewidth=0.5, hatch=["//" if kinds[label] == "no features" else "" for label, _ in cells])
         ax.set_xticks(list(xs), [label for label, _ in cells], rotation=40, ha="right", fontsize=7)
         ax.set_title(_title(cells[0][1], task), fontsize=9)
         finite = [m for m in means if math.isfinite(m)]
         if finite and cells[0][1].direction == "lower":
             ax.set_ylim(0, max(finite) * 1.25)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("Frozen readouts: mean ± std over seeds", fontsize=10)
-    fig.tight_layout()
-    path = folder / "tasks_bars.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, folder / "tasks_bars.png", "Frozen readouts: mean ± std over seeds")]
 
 
 def plot_size(folder: Path, recipe: DemoRecipe, table: dict[str, dict[str, Cell]], params: dict[str, int],
@@ -130,12 +136,7 @@ def plot_size(folder: Path, recipe: DemoRecipe, table: dict[str, dict[str, Cell]
             ax.set_title(_title(cell0, task), fontsize=9)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    fig.suptitle("Metric vs model size (Fig. 7 in miniature)", fontsize=10)
-    fig.tight_layout()
-    path = folder / "metric_vs_size.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, folder / "metric_vs_size.png", "Metric vs model size (Fig. 7 in miniature)")]
 
 
 def draw_plots(out: Path, recipe: DemoRecipe, table: dict[str, dict[str, Cell]], params: dict[str, int],

@@ -10,8 +10,11 @@ from typing import Any
 
 from fourds.demo.config import DemoRecipe
 from fourds.demo.pipeline import Entry, Pools, Timings, build_task, probe_dir, say
-from fourds.demo.results import collect, compare, comparisons, markdown_table, verdict_line
+from fourds.demo.results import Cell, collect, compare, comparisons, markdown_table, verdict_line
 from fourds.models.io import write_json_atomic
+
+
+TRIVIAL = "trivial"
 
 
 def _params(out: Path, rows: list[Entry], tasks: list[str], seeds: list[int]) -> dict[str, int]:
@@ -40,6 +43,24 @@ def readout_widths(recipe: DemoRecipe, dims: dict[str, int]) -> dict[str, Any]:
         opts["params_by_backbone_width"] = {str(d): count_readout_params(task, d, grid) for d in sorted(set(dims.values()))}
         widths[name] = opts
     return widths
+
+
+def add_trivial_row(table: dict[str, dict[str, Cell]], recipe: DemoRecipe, pools: Pools, kinds: dict[str, str],
+                    base: dict[str, str]) -> None:
+    """Append the row ``trivial`` (kind ``no features``): each task's answer that uses no features
+    (:mod:`fourds.demo.trivial`), measured with the task's metric on the test scenes."""
+    from fourds.demo.trivial import trivial_metrics
+
+    row = {}
+    for name in recipe.tasks:
+        like = next((r[name] for r in table.values() if name in r), None)
+        if like is None:
+            continue
+        value = trivial_metrics(build_task(recipe, name), pools.train, pools.test).get(like.metric, math.nan)
+        row[name] = Cell(like.metric, like.direction, like.units, [value])
+    if row:
+        table[TRIVIAL] = row
+        kinds[TRIVIAL], base[TRIVIAL] = "no features", TRIVIAL
 
 
 def pretraining_check(out: Path, recipe: DemoRecipe, pools: Pools) -> dict[str, dict[str, float]]:
@@ -92,6 +113,7 @@ def write_outputs(recipe: DemoRecipe, out: Path, rows: list[Entry], pools: Pools
     params = _params(out, rows, tasks, seeds)
     kinds = {e.label: e.kind for e in rows}
     base = {e.label: e.model.label for e in rows}
+    add_trivial_row(table, recipe, pools, kinds, base)
     dims = {e.label: int(e.model.overrides.get("dim", 0)) or _preset_dim(e.model.preset) for e in rows}
     verdicts = [compare(table, a, b, tasks) for a, b in comparisons(kinds, labels, base)]
     lines = [verdict_line(v, table) for v in verdicts]
@@ -152,7 +174,9 @@ def results_markdown(recipe: DemoRecipe, results: dict[str, Any], md_table: str,
         f"{list(recipe.seeds)}, reported on the test scenes.", "",
         "## Frozen evaluation (Table 2 in miniature)", "", md_table, "",
         "Arrows: ↑ higher is better, ↓ lower is better; bold: best mean of the column. Kinds: `pretrained` (SimpleMAE), "
-        "`random` (same architecture, random initialisation), `perframe` (the pretrained model fed one frame at a time, "
+        "`random` (same architecture, random initialisation), `no features` (each task's trivial answer: "
+        "points and boxes that do not move, the mean training pose, the median training depth, the most frequent "
+        "class), `perframe` (the pretrained model fed one frame at a time, "
         "repeated to fill its 2-frame tubelet, time stacked), `distilled` (the largest model distilled into the "
         "smallest architecture).", "",
         "## Verdicts", "", f"A win is claimed only beyond the seeds' spread ({results['win_rule']}).", "",

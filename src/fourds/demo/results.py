@@ -117,7 +117,8 @@ def markdown_table(table: dict[str, dict[str, Cell]], tasks: list[str], params: 
                 continue
             text = cell_text(row[t])
             cells.append(f"**{text}**" if label in bold[t] else text)
-        lines.append(f"| {label} | {kinds.get(label, '')} | {params.get(label, 0) / 1e6:.2f} | " + " | ".join(cells) + " |")
+        size = f"{params[label] / 1e6:.2f}" if params.get(label) else "—"
+        lines.append(f"| {label} | {kinds.get(label, '')} | {size} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
