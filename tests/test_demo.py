@@ -154,6 +154,14 @@ def test_compare_calls_a_win_only_beyond_the_sum_of_the_stds():
     line = verdict_line(res, table)
     assert "better beyond the seeds' spread on 1 of 3 tasks (up)" in line and "worse on 1 (down)" in line
     assert "up better (+10.0 vs spread 4.00)" in line  # fractions shown as percentages
+    # Against a reference row (the trivial answers): a win over a row below it is flagged, not counted.
+    table["trivial"] = {"up": cell([0.60]), "down": cell([2.0], "lower", "m")}
+    res = compare(table, "a", "b", ["up", "down"], reference="trivial")
+    assert res["wins"] == ["up"] and res["wins_beyond_reference"] == [] and res["tasks"]["up"]["beats_reference"] is False
+    line = verdict_line(res, table)
+    assert "up better but not above the trivial row" in line and "Of its wins, 0 also beat the trivial row." in line
+    table["trivial"]["up"] = cell([0.45])
+    assert compare(table, "a", "b", ["up"], reference="trivial")["wins_beyond_reference"] == ["up"]
 
 
 def test_table_bolds_the_best_mean_per_column_with_direction_arrows():

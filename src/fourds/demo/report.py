@@ -115,7 +115,8 @@ def write_outputs(recipe: DemoRecipe, out: Path, rows: list[Entry], pools: Pools
     base = {e.label: e.model.label for e in rows}
     add_trivial_row(table, recipe, pools, kinds, base)
     dims = {e.label: int(e.model.overrides.get("dim", 0)) or _preset_dim(e.model.preset) for e in rows}
-    verdicts = [compare(table, a, b, tasks) for a, b in comparisons(kinds, labels, base)]
+    reference = TRIVIAL if TRIVIAL in table else None
+    verdicts = [compare(table, a, b, tasks, reference) for a, b in comparisons(kinds, labels, base)]
     lines = [verdict_line(v, table) for v in verdicts]
 
     t_plots = time.perf_counter()

@@ -122,8 +122,14 @@ def markdown_table(table: dict[str, dict[str, Cell]], tasks: list[str], params: 
     return "\n".join(lines)
 
 
-def compare(table: dict[str, dict[str, Cell]], a: str, b: str, tasks: list[str]) -> dict[str, Any]:
-    """``a`` against ``b`` per task: ``win`` / ``loss`` (beyond the sum of the stds) or ``tie``."""
+def compare(table: dict[str, dict[str, Cell]], a: str, b: str, tasks: list[str],
+            reference: str | None = None) -> dict[str, Any]:
+    """``a`` against ``b`` per task: ``win`` / ``loss`` (beyond the sum of the stds) or ``tie``.
+
+    With ``reference`` (a row label, e.g. the trivial answers), each task also records whether ``a``
+    beats that row beyond ``a``'s std (``beats_reference``), and ``wins_beyond_reference`` lists the
+    wins where it does: beating a row that is itself below the trivial answer is not learning.
+    """
     per_task = {}
     for task in tasks:
         ca, cb = table.get(a, {}).get(task), table.get(b, {}).get(task)
@@ -138,10 +144,17 @@ def compare(table: dict[str, dict[str, Cell]], a: str, b: str, tasks: list[str])
         else:
             outcome = "tie"
         per_task[task] = {"outcome": outcome, "difference": diff, "spread": spread, "a": ca.mean, "b": cb.mean}
+        ref = table.get(reference, {}).get(task) if reference else None
+        if ref is not None and math.isfinite(ref.mean):
+            per_task[task]["beats_reference"] = bool(ca.better(ca.mean, ref.mean) and abs(ca.mean - ref.mean) > ca.std)
     wins = [t for t, r in per_task.items() if r["outcome"] == "win"]
     losses = [t for t, r in per_task.items() if r["outcome"] == "loss"]
-    return {"a": a, "b": b, "tasks": per_task, "wins": wins, "losses": losses,
-            "ties": [t for t, r in per_task.items() if r["outcome"] == "tie"]}
+    result = {"a": a, "b": b, "tasks": per_task, "wins": wins, "losses": losses,
+              "ties": [t for t, r in per_task.items() if r["outcome"] == "tie"]}
+    if reference:
+        result["reference"] = reference
+        result["wins_beyond_reference"] = [t for t in wins if per_task[t].get("beats_reference")]
+    return result
 
 
 def verdict_line(result: dict[str, Any], table: dict[str, dict[str, Cell]]) -> str:
@@ -152,11 +165,17 @@ def verdict_line(result: dict[str, Any], table: dict[str, dict[str, Cell]]) -> s
         cell = table[a][task]
         sign = "+" if r["difference"] >= 0 else "−"
         word = {"win": "better", "loss": "worse", "tie": "tie"}[r["outcome"]]
+        if r["outcome"] == "win" and r.get("beats_reference") is False:
+            word = f"better but not above the {result['reference']} row"
         parts.append(f"{task} {word} ({sign}{fmt(cell, abs(r['difference']))} vs spread {fmt(cell, r['spread'])})")
     head = (f"**{a} vs {b}**: {a} is better beyond the seeds' spread on {len(result['wins'])} of {n} tasks"
             f"{' (' + ', '.join(result['wins']) + ')' if result['wins'] else ''}, worse on {len(result['losses'])}"
             f"{' (' + ', '.join(result['losses']) + ')' if result['losses'] else ''}, within the spread on "
             f"{len(result['ties'])}.")
+    if "wins_beyond_reference" in result:
+        kept = result["wins_beyond_reference"]
+        head += (f" Of its wins, {len(kept)} also beat the {result['reference']} row"
+                 f"{' (' + ', '.join(kept) + ')' if kept else ''}.")
     return head + " " + "; ".join(parts) + "."
 
 
