@@ -283,3 +283,17 @@ def test_trivial_answers_score_perfectly_on_scenes_where_nothing_moves():
     assert got["synth_pose"]["synth_pose/pose_epe"] == pytest.approx(0.0, abs=1e-5)
     assert got["synth_depth"]["synth_depth/abs_rel"] == pytest.approx(0.0, abs=1e-6)
     assert got["synth_motion"]["synth_motion/top1"] == pytest.approx(0.5)
+
+
+def test_quick_demo_with_distillation_adds_a_probed_distilled_row(tmp_path):
+    from fourds.demo import quick_recipe, run_demo
+
+    recipe = quick_recipe()
+    recipe.distill = True
+    res = run_demo(tmp_path / "demo", recipe=recipe)
+    assert "nano-distilled" in res["table"] and res["models"]["nano-distilled"]["kind"] == "distilled"
+    assert all(len(c["values"]) == 2 and all(math.isfinite(v) for v in c["values"])
+               for c in res["table"]["nano-distilled"].values())
+    assert ("nano-distilled", "nano") in [(v["a"], v["b"]) for v in res["verdicts"]]
+    log = (tmp_path / "demo" / "distill" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(log[-1])["step"] == recipe.distill_steps

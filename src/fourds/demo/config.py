@@ -218,4 +218,6 @@ def quick_recipe() -> DemoRecipe:
         visualize_models=("micro",),
         reconstructions=1,
         feature_batch=8,
+        distill_steps=10,
+        distill_batch=4,
     )
