@@ -39,7 +39,8 @@ def readout_widths(recipe: DemoRecipe, dims: dict[str, int]) -> dict[str, Any]:
     for name in recipe.tasks:
         task = build_task(recipe, name)
         opts = {k: getattr(task, k) for k in ("channels", "num_heads", "embed_dim") if hasattr(task, k)}
-        grid = (recipe.frames // 2, recipe.size // 8, recipe.size // 8)
+        pt, ph, pw = recipe.models[0].overrides.get("patch_size", (2, 16, 16))
+        grid = (recipe.frames // pt, recipe.size // ph, recipe.size // pw)
         opts["params_by_backbone_width"] = {str(d): count_readout_params(task, d, grid) for d in sorted(set(dims.values()))}
         widths[name] = opts
     return widths
