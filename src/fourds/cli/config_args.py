@@ -58,7 +58,9 @@ def parse_key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: set[str] = frozenset()) -> None:
     """Add one flag per field of ``cls`` (defaults None so unset flags keep the dataclass defaults)."""
     docs = _field_docs(cls)
-    for f in dataclasses.fields(cls):
+    order = {name: i for i, name in enumerate(docs)}
+    # Flags in the order the class documents its fields (a subclass's own fields, e.g. --model, first).
+    for f in sorted(dataclasses.fields(cls), key=lambda f: order.get(f.name, len(order))):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")

@@ -26,7 +26,49 @@ RESUMABLE_KEYS = frozenset({
 
 
 @dataclass
-class PretrainConfig:
+class RunSettings:
+    """The settings of the pretraining loop that every run of it shares — pretraining
+    (:class:`PretrainConfig`) and distillation (:class:`fourds.train.distill_config.DistillConfig`): data,
+    schedule, optimiser, clip sampling, checkpoints, devices. Each subclass documents every field and sets
+    its own ``out`` default; ``None`` fields are filled from the model preset by ``resolved()``.
+    """
+
+    data: str = "synthetic"
+    out: str = "runs/pretrain"
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    warmup_steps: int | None = None
+    min_lr: float = 0.0
+    weight_decay: float | None = None
+    beta1: float | None = None
+    beta2: float | None = None
+    grad_clip: float = 0.0
+    exempt_biases_from_wd: bool = False
+    num_frames: int | None = None
+    frame_stride: int | None = None
+    image_size: int | None = None
+    min_resize: float | None = None
+    max_resize: float | None = None
+    flip: bool = True
+    seed: int = 0
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    resume: bool = False
+    strategy: str = "auto"
+    precision: str = "auto"
+    device: str = "auto"
+    grad_accum: int = 1
+    activation_checkpointing: bool = False
+    compile: bool = False
+    num_workers: int = 0
+    max_decode_failures: float = 0.01
+    debug_rank_logs: bool = False
+
+
+@dataclass
+class PretrainConfig(RunSettings):
     """Everything a SimpleMAE pretraining run needs. ``None`` fields take the preset's defaults
     (paper Table 5 for the 4DS sizes), see :meth:`resolved`.
 
@@ -77,39 +119,8 @@ class PretrainConfig:
 
     model: str = "4ds-tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)
-    data: str = "synthetic"
     out: str = "runs/pretrain"
-    steps: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    warmup_steps: int | None = None
-    min_lr: float = 0.0
-    weight_decay: float | None = None
-    beta1: float | None = None
-    beta2: float | None = None
-    grad_clip: float = 0.0
-    exempt_biases_from_wd: bool = False
     exempt_latents_from_wd: bool = False
-    num_frames: int | None = None
-    frame_stride: int | None = None
-    image_size: int | None = None
-    min_resize: float | None = None
-    max_resize: float | None = None
-    flip: bool = True
-    seed: int = 0
-    save_every: int = 1000
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    resume: bool = False
-    strategy: str = "auto"
-    precision: str = "auto"
-    device: str = "auto"
-    grad_accum: int = 1
-    activation_checkpointing: bool = False
-    compile: bool = False
-    num_workers: int = 0
-    max_decode_failures: float = 0.01
-    debug_rank_logs: bool = False
 
     def resolved(self) -> PretrainConfig:
         """A copy with every ``None`` filled from the preset, validated."""

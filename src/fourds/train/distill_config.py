@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fourds.models.registry import get_preset
-from fourds.train.config import validate_run_fields
+from fourds.train.config import RunSettings, validate_run_fields
 
 #: The paper's teacher layers for 4DS-e (56 blocks), as fractions of the teacher's depth so the same
 #: default works for any teacher: ``floor(d * L + 1e-6)`` gives exactly 36 and 51 for L = 56.
@@ -29,7 +29,7 @@ TEACHER_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(RunSettings):
     """Everything a distillation run needs. ``None`` fields take defaults (:meth:`resolved`): the
     paper's steps/batch for the paper sizes, otherwise the student preset's pretraining values.
 
@@ -85,38 +85,7 @@ class DistillConfig:
     teacher_overrides: dict[str, Any] = field(default_factory=dict)
     teacher_layers: list[int | float] | None = None
     teacher_precision: str = "auto"
-    data: str = "synthetic"
     out: str = "runs/distill"
-    steps: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    warmup_steps: int | None = None
-    min_lr: float = 0.0
-    weight_decay: float | None = None
-    beta1: float | None = None
-    beta2: float | None = None
-    grad_clip: float = 0.0
-    exempt_biases_from_wd: bool = False
-    num_frames: int | None = None
-    frame_stride: int | None = None
-    image_size: int | None = None
-    min_resize: float | None = None
-    max_resize: float | None = None
-    flip: bool = True
-    seed: int = 0
-    save_every: int = 1000
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    resume: bool = False
-    strategy: str = "auto"
-    precision: str = "auto"
-    device: str = "auto"
-    grad_accum: int = 1
-    activation_checkpointing: bool = False
-    compile: bool = False
-    num_workers: int = 0
-    max_decode_failures: float = 0.01
-    debug_rank_logs: bool = False
 
     def resolved(self) -> DistillConfig:
         """A copy with every ``None`` filled (paper schedule for paper sizes, else the preset's), validated."""
