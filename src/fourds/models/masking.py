@@ -40,14 +40,64 @@ def random_masking(tokens: Tensor, keep: int, noise: Tensor) -> tuple[Tensor, Te
     return kept, mask, ids_keep, ids_restore
 
 
-def masking_noise(sample_seeds: list[int] | Tensor, num_tokens: int, device: torch.device | str = "cpu") -> Tensor:
-    """Deterministic ``(B, N)`` uniform noise, one independent stream per sample seed.
+def _signed(value: int) -> int:
+    """A 64-bit pattern as the signed int64 that holds the same bits."""
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
 
-    Seeding per *sample* (not per step or rank) makes the mask of a clip independent of batch layout:
-    one process and two ranks with the same global batch mask identically.
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = _signed(0x9E3779B97F4A7C15)
+_MIX1 = _signed(0xBF58476D1CE4E5B9)
+_MIX2 = _signed(0x94D049BB133111EB)
+
+
+def _shift_right(x: Tensor, k: int) -> Tensor:
+    """Logical right shift of int64 bit patterns (torch's ``>>`` is arithmetic on signed integers)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def splitmix64(x: Tensor) -> Tensor:
+    """The SplitMix64 finaliser on int64 tensors (bit patterns, wrapping arithmetic), elementwise.
+
+    Pure integer operations, so the result is bit-identical on every device and for every batch layout.
     """
-    rows = []
-    for seed in (sample_seeds.tolist() if isinstance(sample_seeds, Tensor) else sample_seeds):
-        gen = torch.Generator().manual_seed(int(seed) & 0xFFFF_FFFF_FFFF_FFFF)
-        rows.append(torch.rand(num_tokens, generator=gen))
-    return torch.stack(rows).to(device)
+    x = x + _GOLDEN
+    x = (x ^ _shift_right(x, 30)) * _MIX1
+    x = (x ^ _shift_right(x, 27)) * _MIX2
+    return x ^ _shift_right(x, 31)
+
+
+def masking_keys(seed: int, sample_ids: Tensor | list[int]) -> Tensor:
+    """One 64-bit masking stream key per sample: ``splitmix64(splitmix64(seed) ^ sample_id)``, ``(B,)``
+    int64 on the device of ``sample_ids``; computed on the device (no host round trip per step)."""
+    ids = sample_ids if isinstance(sample_ids, Tensor) else torch.tensor(sample_ids, dtype=torch.int64)
+    return splitmix64(ids.to(torch.int64) ^ _signed(_splitmix64_int(seed)))
+
+
+def _splitmix64_int(x: int) -> int:
+    """:func:`splitmix64` on one Python integer (no tensor, so no host-device copy)."""
+    x = (x + _GOLDEN) & _MASK64
+    x = ((x ^ (x >> 30)) * _MIX1) & _MASK64
+    x = ((x ^ (x >> 27)) * _MIX2) & _MASK64
+    return x ^ (x >> 31)
+
+
+def masking_noise(sample_seeds: list[int] | Tensor, num_tokens: int, device: torch.device | str | None = None) -> Tensor:
+    """Deterministic ``(B, N)`` uniform noise in [0, 1) (float64), one independent stream per sample seed.
+
+    A counter-based hash: token ``j`` of the sample with key ``s`` gets the top 53 bits of
+    ``splitmix64(splitmix64(s) + j * golden)``, computed with integer operations on ``device`` (default:
+    the device of ``sample_seeds`` when it is a tensor, else the CPU). The noise, and so the mask, is
+    bit-identical on CPU and CUDA and independent of the batch layout: one process and two ranks with
+    the same global batch mask identically. (Before 2026-12 the stream came from one CPU
+    ``torch.Generator`` per sample, copied to the device every step; the masks of a given seed changed.)
+    """
+    seeds = sample_seeds if isinstance(sample_seeds, Tensor) else torch.tensor(
+        [_signed(int(s)) for s in sample_seeds], dtype=torch.int64)
+    if device is not None:
+        seeds = seeds.to(device, non_blocking=True)
+    seeds = seeds.to(torch.int64)
+    counters = torch.arange(num_tokens, dtype=torch.int64, device=seeds.device) * _GOLDEN
+    bits = splitmix64(splitmix64(seeds)[:, None] + counters[None, :])
+    return _shift_right(bits, 11).to(torch.float64) * (1.0 / (1 << 53))

@@ -176,13 +176,37 @@ def resize_grid_embedding(embed: Tensor, grid: Sequence[int]) -> Tensor:
 
 
 def init_named_parameters(module: nn.Module, seed: int | None) -> None:
-    """Apply ``module.init_parameter`` to each parameter; see :meth:`VideoViT.init_weights`."""
+    """Apply ``module.init_parameter`` to each parameter; see :meth:`VideoViT.init_weights`.
+
+    With ``seed``, every parameter is drawn in full **on the CPU** from its own generator seeded by
+    ``(seed, name)`` and then copied into the parameter, wherever it lives: a CUDA tensor (a CPU
+    generator cannot draw into it), an FSDP2-sharded ``DTensor`` (each rank keeps its shard of the same
+    full tensor) or a plain CPU tensor. The initial weights are therefore bit-identical on every device,
+    strategy and world size. Without ``seed`` the parameters are drawn in place from the global RNG of
+    their device. Parameters on the meta device are skipped.
+    """
     from fourds.seeding import generator
 
     for name, param in module.named_parameters():
         if param.is_meta:
             continue
-        module.init_parameter(name, param, None if seed is None else generator(seed, name))
+        if seed is None:
+            module.init_parameter(name, param, None)
+            continue
+        full = torch.empty(tuple(param.shape), dtype=param.dtype, device="cpu")
+        module.init_parameter(name, full, generator(seed, name))
+        _copy_full_into(param, full)
+
+
+@torch.no_grad()
+def _copy_full_into(param: Tensor, full: Tensor) -> None:
+    """Copy a full CPU tensor into ``param`` (plain tensor on any device, or a sharded ``DTensor``)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(param, DTensor):
+        param.copy_(distribute_tensor(full.to(param.device), param.device_mesh, param.placements))
+    else:
+        param.copy_(full)
 
 
 class VideoViT(nn.Module):

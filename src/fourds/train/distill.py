@@ -39,7 +39,7 @@ from fourds.models.registry import create
 from fourds.models.vit import VideoViT, ViTConfig, init_named_parameters
 from fourds.seeding import derive_seed
 from fourds.train.distill_config import DistillConfig
-from fourds.train.distributed import DistInfo, all_reduce_mean
+from fourds.train.distributed import DistInfo, all_reduce_mean, release_one_rank_group
 from fourds.train.flops import count_forward_flops
 from fourds.train.optim import build_adamw, param_groups
 from fourds.train.pretrain import (
@@ -254,6 +254,13 @@ def distill(cfg: DistillConfig, source: VideoSource | None = None, teacher: nn.M
             labels the run).
     """
     cfg = cfg.resolved()
+    try:
+        return _distill(cfg, source, teacher)
+    finally:
+        release_one_rank_group()
+
+
+def _distill(cfg: DistillConfig, source: VideoSource | None, teacher: nn.Module | None) -> Path:
     run = start_run(cfg)
     info = run.info
     teacher, layers, teacher_bf16 = build_teacher(cfg, info, teacher)

@@ -45,24 +45,54 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Initialise the process group when launched with several processes (nccl on CUDA, gloo on CPU)."""
+def init_distributed(device: str = "auto", one_rank_group: bool = False) -> DistInfo:
+    """Initialise the process group when launched with several processes (nccl on CUDA, gloo on CPU).
+
+    ``one_rank_group``: also in a single process (no torchrun), start a process group of size 1 (an
+    in-memory store, no port), so FSDP2, its sharded DCP checkpoints and resume run on one device
+    exactly as on many (``--strategy fsdp`` on a one-GPU machine).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but CUDA is not available; use --device cpu or auto")
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {device} was requested but CUDA is not available "
+                           f"(torch {torch.__version__}, {'CPU-only build' if torch.version.cuda is None else 'CUDA ' + torch.version.cuda}); "
+                           f"use --device cpu or auto")
+    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if device.startswith("cuda:") and world == 1:
+        local_rank = int(device.split(":", 1)[1])
     dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
+    backend = "nccl" if use_cuda else "gloo"
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(
-            backend="nccl" if use_cuda else "gloo",
+            backend=backend,
             timeout=datetime.timedelta(minutes=30),
             device_id=dev if use_cuda else None,
         )
+    elif one_rank_group and world == 1 and not dist.is_initialized():
+        global _OWN_ONE_RANK_GROUP
+        dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1,
+                                timeout=datetime.timedelta(minutes=30))
+        _OWN_ONE_RANK_GROUP = True
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+
+
+_OWN_ONE_RANK_GROUP = False
+
+
+def release_one_rank_group() -> None:
+    """Destroy the one-rank process group :func:`init_distributed` started for a single-process FSDP2
+    run (no-op otherwise), so the next run in the same Python process starts clean."""
+    global _OWN_ONE_RANK_GROUP
+    if _OWN_ONE_RANK_GROUP and dist.is_initialized():
+        gc.collect()
+        dist.destroy_process_group()
+    _OWN_ONE_RANK_GROUP = False
 
 
 def shutdown_distributed() -> None:
@@ -110,9 +140,15 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
 
 
 def resolve_strategy(strategy: str, info: DistInfo) -> str:
-    """``auto`` → ``ddp`` with several processes, ``none`` with one."""
+    """``auto`` → ``ddp`` with several processes, ``none`` with one; ``fsdp`` stays FSDP2 at any world
+    size (one process runs it on a one-rank group, see :func:`init_distributed`); ``ddp`` needs several."""
     if strategy == "auto":
         return "ddp" if info.distributed else "none"
+    if strategy == "fsdp":
+        if not dist.is_initialized():
+            raise RuntimeError("--strategy fsdp needs a process group; start the run with "
+                               "init_distributed(..., one_rank_group=True) or under torchrun")
+        return "fsdp"
     if strategy != "none" and not info.distributed:
         log.warning("--strategy %s needs several processes (launch with torchrun); running unsharded", strategy)
         return "none"

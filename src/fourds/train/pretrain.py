@@ -27,11 +27,14 @@ from fourds.data import to_float
 from fourds.data.pretrain import ClipSpec, PretrainClips, StepBatchSampler, VideoSource, make_loader
 from fourds.data.sources import DecodeFailures, build_pretrain_source
 from fourds.models.io import save_model, write_json_atomic
+from fourds.models.masking import masking_keys
 from fourds.models.registry import simple_mae
 from fourds.models.simple_mae import SimpleMAE
+from fourds.models.vit import init_named_parameters
 from fourds.seeding import derive_seed
 from fourds.train.checkpoint import Checkpointer
 from fourds.train.config import RESUMABLE_KEYS, PretrainConfig, resume_config
+from fourds.train.device_step import NonFiniteGuard, StepTimer, fused_attention_only, out_of_memory_message
 from fourds.train.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -39,6 +42,7 @@ from fourds.train.distributed import (
     all_reduce_sum,
     apply_block_switches,
     init_distributed,
+    release_one_rank_group,
     resolve_strategy,
     shard_fsdp,
     unwrap,
@@ -92,39 +96,28 @@ def build_model(cfg: PretrainConfig, info: DistInfo, strategy: str, bf16: bool) 
 
 def parallelize_and_init(model: nn.Module, cfg: Any, info: DistInfo, strategy: str, bf16: bool) -> tuple[nn.Module, Any]:
     """Apply the block switches and the strategy to a model built on the meta device, then materialise
-    and initialise it with per-parameter seeds (``model.init_weights(seed)`` / ``model.init_parameter``).
+    it on ``info.device`` and initialise it with per-parameter seeds (``model.init_weights(seed)``).
 
-    Every strategy and world size thus starts from the same weights, and no rank ever holds a full copy
-    under FSDP (only one full parameter at a time while initialising). Returns (trained module, plain
-    module inside it).
+    Each full parameter is drawn on the CPU with its own seeded generator and copied in (sharded under
+    FSDP: no rank ever holds more than one full parameter), so every device, strategy and world size
+    starts from bit-identical weights. Returns (trained module, plain module inside it).
     """
     apply_block_switches(model, cfg.activation_checkpointing, cfg.compile)
     if strategy == "fsdp":
         shard_fsdp(model, info, bf16)
-        model.to_empty(device=info.device)
-        init_sharded(model, cfg.seed)
-        return model, model
     model.to_empty(device=info.device)
     model.init_weights(seed=cfg.seed)
+    if strategy == "fsdp":
+        return model, model
     wrapped = wrap_ddp(model, info) if strategy == "ddp" else model
     return wrapped, model
 
 
 @torch.no_grad()
-def init_sharded(model: SimpleMAE, seed: int) -> None:
-    """Initialise FSDP2-sharded parameters exactly like the unsharded model: each full parameter is
-    drawn on this process with its own seeded generator, and only the local shard is kept."""
-    from torch.distributed.tensor import DTensor, distribute_tensor
-
-    from fourds.seeding import generator
-
-    for name, param in model.named_parameters():
-        full = torch.empty(param.shape, dtype=param.dtype)
-        model.init_parameter(name, full, generator(seed, name))
-        if isinstance(param, DTensor):
-            param.copy_(distribute_tensor(full.to(param.device), param.device_mesh, param.placements))
-        else:
-            param.copy_(full)
+def init_sharded(model: nn.Module, seed: int) -> None:
+    """Initialise (possibly FSDP2-sharded) parameters exactly like the unsharded model; kept for callers
+    of the earlier API: ``model.init_weights(seed)`` does the same for any placement."""
+    init_named_parameters(model, seed)
 
 
 def _param_checksum(model: nn.Module) -> float:
@@ -177,7 +170,7 @@ def start_run(cfg: Any, write_config: bool = True) -> Run:
     the resolved config beside the run (rank 0; with ``write_config=False`` the caller does, with
     :func:`write_run_config`, once the start has succeeded). ``cfg`` is a resolved training config
     (:class:`PretrainConfig` or one with the same run fields, e.g. the distillation config)."""
-    info = init_distributed(cfg.device)
+    info = init_distributed(cfg.device, one_rank_group=cfg.strategy == "fsdp")
     strategy = resolve_strategy(cfg.strategy, info)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and info.device.type == "cuda")
     if bf16 and info.device.type == "cpu":
@@ -288,6 +281,13 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None, explicit: I
             given = cfg.non_default_keys() if explicit is None else set(explicit)
             cfg = resume_config(saved, cfg, given, str(Path(cfg.out) / "config.json"))
     cfg = cfg.resolved()
+    try:
+        return _pretrain(cfg, source)
+    finally:
+        release_one_rank_group()
+
+
+def _pretrain(cfg: PretrainConfig, source: VideoSource | None) -> Path:
     run = start_run(cfg, write_config=False)
     info = run.info
     if info.is_main and cfg.warmup_steps > cfg.steps:
@@ -314,9 +314,12 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None, explicit: I
             cfg.batch_size, micro, cfg.grad_accum, cfg.lr, cfg.warmup_steps, cfg.steps,
         )
 
+    mask_seed = derive_seed(cfg.seed, "simple-mae-mask")
+
     def mae_loss(video: torch.Tensor, batch: dict) -> torch.Tensor:
-        seeds = [derive_seed(cfg.seed, int(n), 1) for n in batch["sample_id"]]
-        return model(video, sample_seeds=seeds).loss
+        # Mask streams keyed by (seed, global sample id), hashed on the device: no host round trip.
+        ids = torch.as_tensor(batch["sample_id"]).to(video.device, non_blocking=True)
+        return model(video, sample_seeds=masking_keys(mask_seed, ids)).loss
 
     step = train_loop(cfg, run, model, core, optimizer, loader, data, start_step, mae_loss, step_flops,
                       desc=f"pretrain {cfg.model}")
@@ -334,11 +337,15 @@ def train_loop(
     """The optimisation loop shared by pretraining and distillation; returns the last step reached.
 
     Per step: warm-up + cosine learning rate, ``cfg.grad_accum`` micro-batches of ``compute_loss(video,
-    batch)`` (video ``(b, T, S, S, 3)`` float32 in [0, 1] on the device; called inside the gradient-sync
-    and autocast contexts), gradient clipping, a non-finite check before the optimiser step, logging
-    every ``cfg.log_every`` steps (``extra_scalars()`` adds to the logged scalars; it runs on every rank,
-    so it may all-reduce), and a full checkpoint every ``cfg.save_every`` steps, at the end and on
-    SIGTERM/SIGINT.
+    batch)`` (video ``(b, T, S, S, 3)`` float32 in [0, 1] on the device; called inside the gradient-sync,
+    autocast and fused-attention contexts), gradient clipping, a non-finite guard, the optimiser step.
+    Nothing reads a device value per step (no host synchronisation): the non-finite guard skips the
+    fused optimiser's update on the device and is read when the loop logs (every ``cfg.log_every`` steps;
+    ``extra_scalars()`` adds to the logged scalars; it runs on every rank, so it may all-reduce) or saves
+    (every ``cfg.save_every`` steps, at the end and on SIGTERM/SIGINT, checked at logging steps when
+    distributed). Logged throughput: ``clips_per_s`` is the loop's (clips over the wall time of the
+    logging window: data, logging and saves included), ``step_clips_per_s`` the step timer's (the
+    compute of the window's last step), with ``tflops``/``mfu`` from the step timer.
     """
     info, strategy, ckpt = run.info, run.strategy, run.ckpt
     peak = peak_flops(info.device)
@@ -347,21 +354,24 @@ def train_loop(
     fault_step = int(os.environ.get(FAULT_ENV, "-1"))
     autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if run.bf16 and strategy != "fsdp" else contextlib.nullcontext()
     params = [p for p in core.parameters() if p.requires_grad]
+    max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+    guard = NonFiniteGuard(info.device, optimizer)
+    timer = StepTimer(info.device)
     failures, num_videos = data.failures, data.num_videos
     batches: Iterator[dict] = iter(loader)
     model.train()
     step = start_step
+    window_start, window_steps, data_time = time.perf_counter(), 0, 0.0
     try:
         with _StopFlag() as stop:
             while step < cfg.steps:
                 if step == fault_step:
                     os.kill(os.getpid(), signal.SIGKILL)
-                t0 = time.perf_counter()
+                timer.start()
                 lr = warmup_cosine(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.min_lr)
                 set_lr(optimizer, lr)
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum = torch.zeros((), device=info.device)
-                data_time = 0.0
                 for m in range(cfg.grad_accum):
                     td = time.perf_counter()
                     batch = next(batches)
@@ -370,46 +380,66 @@ def train_loop(
                                         samples=len(batch["sample_id"]), check=False)
                     video = to_float(batch["video"].to(info.device, non_blocking=True))
                     data_time += time.perf_counter() - td
-                    with _grad_sync(model, strategy, m == cfg.grad_accum - 1), autocast:
-                        loss = compute_loss(video, batch) / cfg.grad_accum
-                    loss.backward()
+                    try:
+                        with _grad_sync(model, strategy, m == cfg.grad_accum - 1), autocast, \
+                                fused_attention_only(info.device):
+                            loss = compute_loss(video, batch) / cfg.grad_accum
+                        loss.backward()
+                    except torch.OutOfMemoryError as err:
+                        raise RuntimeError(out_of_memory_message(
+                            f"{desc} step {step}", cfg.batch_size, len(batch["sample_id"]), cfg.grad_accum,
+                            str(getattr(cfg, "model", getattr(cfg, "student", "?"))),
+                            cfg.activation_checkpointing, cfg.precision, info.device)) from err
                     loss_sum += loss.detach()
-                loss_value = float(all_reduce_mean(loss_sum))
                 if num_videos:  # summed over ranks, so every rank takes the same stop decision
                     failures.commit(lambda counts: all_reduce_sum(counts, info.device))
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-                grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-                finite = all_reduce_min(float(math.isfinite(loss_value) and math.isfinite(grad_norm)), info.device)
-                if finite < 1.0:
-                    last = ckpt.latest()
-                    raise NonFiniteLossError(
-                        f"non-finite loss ({loss_value}) or gradient norm ({grad_norm}) at step {step}; stopped "
-                        f"before the optimiser step. Last good checkpoint: {last if last else 'none yet'} "
-                        f"(continue with --resume). Try a lower --lr, --grad-clip 1.0 or --precision fp32."
-                    )
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+                if hasattr(grad_norm, "full_tensor"):
+                    grad_norm = grad_norm.full_tensor()
+                guard.update(step, grad_norm, loss_sum)
+                if guard.must_check_every_step:
+                    _raise_if_non_finite(guard, ckpt, loss_sum, grad_norm)
+                guard.arm()
                 optimizer.step()
+                timer.stop()
                 step += 1
+                window_steps += 1
                 if rank_log is not None:
                     rank_log.write(json.dumps({"step": step, "loss": float(loss_sum), "checksum": _param_checksum(core)}) + "\n")
-                dt = time.perf_counter() - t0
                 logger.advance()
-                if step % cfg.log_every == 0 or step == cfg.steps:
+                log_now = step % cfg.log_every == 0 or step == cfg.steps
+                save_now = step % cfg.save_every == 0 or step == cfg.steps
+                if info.distributed:  # a collective: only where the loop synchronises anyway
+                    stop_now = (log_now or save_now) and all_reduce_min(0.0 if stop.requested else 1.0, info.device) < 1.0
+                else:
+                    stop_now = stop.requested
+                if log_now or save_now or stop_now:
+                    _raise_if_non_finite(guard, ckpt, loss_sum, grad_norm)
+                if log_now:
+                    loss_value = float(all_reduce_mean(loss_sum))
+                    step_s = timer.seconds()
+                    wall = time.perf_counter() - window_start
+                    loop_clips = cfg.batch_size * window_steps / wall
                     scalars = {
-                        "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
-                        "clips_per_s": cfg.batch_size / dt, "step_time_s": dt, "data_time_s": data_time,
-                        "tflops": step_flops / dt / 1e12,
+                        "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm),
+                        "clips_per_s": loop_clips, "step_clips_per_s": cfg.batch_size / step_s,
+                        "step_time_s": step_s, "loop_step_time_s": wall / window_steps,
+                        "data_time_s": data_time / window_steps, "tflops": step_flops / step_s / 1e12,
                     }
                     if peak:
-                        scalars["mfu"] = step_flops / dt / peak
+                        scalars["mfu"] = step_flops / step_s / peak
+                        scalars["loop_mfu"] = step_flops * window_steps / wall / peak
                     if num_videos:
                         scalars.update(failures.scalars())
                     if extra_scalars is not None:
                         scalars.update(extra_scalars())
-                    logger.log(step, scalars, bar={"loss": f"{loss_value:.4f}", "clips/s": f"{cfg.batch_size / dt:.1f}"})
-                stop_now = all_reduce_min(0.0 if stop.requested else 1.0, info.device) < 1.0
-                if step % cfg.save_every == 0 or step == cfg.steps or stop_now:
+                    logger.log(step, scalars, bar={"loss": f"{loss_value:.4f}", "clips/s": f"{loop_clips:.1f}",
+                                                   "step clips/s": f"{cfg.batch_size / step_s:.1f}"})
+                if save_now or stop_now:
                     path = ckpt.save(step, core, optimizer, {"config": cfg.to_dict(), "data": data_state_dict(step, cfg, num_videos, failures)})
                     logger.write(f"saved {path}")
+                if log_now:  # the next window starts after this step's logging and saving
+                    window_start, window_steps, data_time = time.perf_counter(), 0, 0.0
                 if stop_now:
                     logger.write(f"stopped at step {step} on request; resume with --resume")
                     break
@@ -418,6 +448,20 @@ def train_loop(
         if rank_log is not None:
             rank_log.close()
     return step
+
+
+def _raise_if_non_finite(guard: NonFiniteGuard, ckpt: Checkpointer, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+    """Raise :class:`NonFiniteLossError` if any step so far was non-finite (one host sync)."""
+    bad = guard.first_bad_step()
+    if bad is None:
+        return
+    last = ckpt.latest()
+    raise NonFiniteLossError(
+        f"non-finite loss or gradient norm at step {bad} (latest: loss {float(loss)}, gradient norm "
+        f"{float(grad_norm)}); stopped before that step's optimiser update (later steps were skipped). "
+        f"Last good checkpoint: {last if last else 'none yet'} (continue with --resume). "
+        f"Try a lower --lr, --grad-clip 1.0 or --precision fp32."
+    )
 
 
 def data_state_dict(step: int, cfg: PretrainConfig, num_videos: int, failures: DecodeFailures) -> dict[str, Any]:
