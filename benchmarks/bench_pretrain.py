@@ -189,7 +189,8 @@ def _fused_sdpa():
     SDPA raises instead of silently running the unfused math path."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    return sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION])
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION],
+                       set_priority=True)
 
 
 def worker(kind: str, model: str, batch: int, steps: int, warmup: int, clip: tuple[int, int, int] = CLIP,

@@ -124,7 +124,10 @@ def render_pool(folder: str | Path, split_seed: int, count: int, frames: int, si
             continue
         flat = {}
         for i in range(start, stop):
-            sample = next(loader)
+            # A tensor from a worker process lives in shared memory behind an open file descriptor until
+            # it is freed; the pool keeps thousands, so copy each into ordinary memory (on a 16-core host
+            # 14 workers otherwise hit "Too many open files", and `ulimit -n` cannot always be raised).
+            sample = {k: v.clone() for k, v in next(loader).items()}
             samples.append(sample)
             flat.update({f"{i}/{k}": v for k, v in sample.items()})
             if progress:

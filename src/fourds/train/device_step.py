@@ -7,7 +7,7 @@
 - :class:`StepTimer`: the compute time of one step (CUDA events on the GPU, ``perf_counter`` on the CPU),
   read only at logging time.
 - :func:`fused_attention_only`: on CUDA, scaled-dot-product attention restricted to the fused kernels
-  (cuDNN, flash, memory-efficient): a shape only the slow math path supports fails loudly instead.
+  (flash first, then memory-efficient and cuDNN): a shape only the slow math path supports fails loudly instead.
 - :func:`out_of_memory_message`: what to lower when a step does not fit on the GPU.
 """
 
@@ -98,7 +98,7 @@ def fused_attention_only(device: torch.device) -> Iterator[None]:
         return
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION],
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION],
                      set_priority=True):
         yield
 
