@@ -232,12 +232,14 @@ def worker(kind: str, model: str, batch: int, steps: int, warmup: int, clip: tup
             return net(pixel_values=pixels, bool_masked_pos=mask).loss
 
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-    attn = _fused_sdpa() if cuda else contextlib.nullcontext()
+    # A fresh context per use: sdpa_kernel is a one-shot generator context manager (reusing one object
+    # raised AttributeError on the second step: the CUDA worker's exit 1).
+    attn = _fused_sdpa if cuda else contextlib.nullcontext
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        with amp, attn:
+        with amp, attn():
             loss = loss_fn()
         loss.backward()
         opt.step()
@@ -245,7 +247,7 @@ def worker(kind: str, model: str, batch: int, steps: int, warmup: int, clip: tup
     # As fourds.train.optim.build_adamw; the same for both implementations.
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True)
     with model_flop_counter() as counter:  # model FLOPs of forward + backward of one step, attention included
-        with amp, attn:
+        with amp, attn():
             loss = loss_fn()
         loss.backward()
     opt.step()
@@ -316,13 +318,24 @@ def _spawn(kind: str, model: str, batch: int, steps: int, warmup: int, clip: tup
         cmd += ["--threads", str(threads)]
     if profile:
         cmd.append("--profile")
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:  # keep the worker's own error: a bare CalledProcessError hides it
+        raise WorkerError(f"{kind} worker ({model}, batch {batch}, {device} {precision}) exited with status "
+                          f"{out.returncode}; its stderr ends with:\n{_tail(out.stderr)}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _error_line(err: subprocess.CalledProcessError) -> str:
-    lines = (err.stderr or "").strip().splitlines()
-    return lines[-1] if lines else str(err)
+class WorkerError(RuntimeError):
+    """A benchmark worker process failed; the message carries its stderr tail."""
+
+
+def _tail(text: str | None, lines: int = 25) -> str:
+    tail = (text or "").strip().splitlines()[-lines:]
+    return "\n".join(tail) if tail else "(no output on stderr)"
+
+
+def _error_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[-1] if str(err).strip() else repr(err)
 
 
 def _best(a: dict, b: dict) -> dict:
@@ -372,7 +385,7 @@ def measure(quick: bool = False, models: tuple[str, ...] | None = None, batches:
                 try:
                     theirs = _best(theirs, _spawn("hf", model, batch, steps, warmup, clip, device, precision,
                                                   threads, profile, omp_wait_policy))
-                except subprocess.CalledProcessError as err:  # transformers missing or broken: report ours only
+                except WorkerError as err:  # transformers missing or broken: report ours only
                     theirs = {"error": _error_line(err)}
             for r in (ours, theirs):
                 if "achieved_gflops" in r and peak:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fourds.data import to_float
 from fourds.inference.extract import window_frame_indices
 
 
@@ -71,7 +72,7 @@ def predict_depth(
         bar = tqdm(total=len(index), unit="clip", leave=False)
     for lo in range(0, len(index), batch_size):
         sel = index[lo : lo + batch_size]
-        clips = torch.from_numpy(frames[sel]).to(device).float().div_(255.0)
+        clips = to_float(torch.from_numpy(frames[sel]).to(device))
         feats = backbone.features(clips, [int(head.layer)])[0]
         out = head(feats).float()
         if out.ndim == 5:

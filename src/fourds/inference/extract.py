@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fourds.data import to_float
 from fourds.models.backbone import resolve_layers
 
 Allocate = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
@@ -116,7 +117,7 @@ def extract_features(
         bar = tqdm(total=num_windows, unit="clip", leave=False)
     for lo in range(0, num_windows, batch_size):
         sel = frame_idx[lo : lo + batch_size]
-        clips = torch.from_numpy(frames[sel]).to(device).float().div_(255.0)  # (b, T, H, W, 3) in [0, 1]
+        clips = to_float(torch.from_numpy(frames[sel]).to(device))  # (b, T, H, W, 3) in [0, 1]
         feats = backbone.features(clips, indices)
         for k, f in zip(indices, feats):
             if k not in outputs:

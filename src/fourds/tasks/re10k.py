@@ -37,8 +37,11 @@ def relative_pose(cam_to_world: Tensor) -> Tensor:
     if cam_to_world.ndim != 4 or tuple(cam_to_world.shape[-2:]) != (4, 4):
         raise ValueError(f"relative_pose: cam_to_world must be (B, T, 4, 4), got {tuple(cam_to_world.shape)}")
     c2w = cam_to_world.to(torch.float64)
-    rel = torch.linalg.inv(c2w[:, -1]) @ c2w[:, 0]
-    return rel[:, :3, :].to(torch.float32)
+    # The rigid inverse in closed form (R^T, -R^T t): no linalg.inv, whose error check syncs a GPU.
+    rot_last, t_last = c2w[:, -1, :3, :3], c2w[:, -1, :3, 3:]
+    rot = rot_last.transpose(-1, -2) @ c2w[:, 0, :3, :3]
+    trans = rot_last.transpose(-1, -2) @ (c2w[:, 0, :3, 3:] - t_last)
+    return torch.cat([rot, trans], dim=-1).to(torch.float32)
 
 
 class PoseReadout(nn.Module):

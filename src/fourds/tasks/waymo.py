@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from fourds.data.geometry import apply_geometry, resize_short_side_crop
+from fourds.device_constants import constant
 from fourds.metrics import METRIC_SPECS, box_iou_tracking, box_valid_pair_counts
 from fourds.readouts import AttentionReadout, FourierQueryEmbedding
 from fourds.tasks.base import Sample, Task, frame_size_of
@@ -74,7 +75,7 @@ class BoxTrackReadout(nn.Module):
         boxes = batch["boxes"]
         b, o = boxes.shape[:2]
         h, w = self.frame_size
-        scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=boxes.device)
+        scale = constant((w, h, w, h), torch.float32, boxes.device)
         query = boxes[:, :, 0].float() / scale
         out = self.readout(features, self.embed(query))  # (B, O, 4T)
         out = out.reshape(b, o, self.num_frames, 4)
@@ -142,7 +143,7 @@ class WaymoTask(Task):
     # ------------------------------------------------------------------ loss and metrics
     def _scale(self, device: torch.device) -> Tensor:
         h, w = self.input_size
-        return torch.tensor([w, h, w, h], dtype=torch.float32, device=device)
+        return constant((w, h, w, h), torch.float32, device)
 
     def loss(self, outputs: Tensor, batch: Sample) -> Tensor:
         gt = batch["boxes"].float() / self._scale(outputs.device)

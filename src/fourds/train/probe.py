@@ -220,7 +220,7 @@ def _finetune(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, 
     grid = token_grid(backbone, size)
     several = len(cfg.schedules) > 1
     specs = head_specs(cfg.layers, cfg.lrs, cfg.weight_decays, backbone.num_layers, cfg.schedules if several else None)
-    pristine = copy.deepcopy(backbone).cpu()
+    pristine = backbone  # never trained itself: each run trains its own deep copy, moved to the device
     collate = collate_fn()
     eval_batch = cfg.eval_batch_size or max(1, cfg.batch_size // info.world_size)
     autocast = _autocast(info, cfg)
@@ -334,7 +334,8 @@ def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: Any = N
         task = get_task(cfg.task, **cfg.task_overrides)
     if backbone is None:
         backbone = resolve_backbone(cfg.backbone, cfg.backbone_overrides, cfg.seed, clip_size(task))
-    backbone = backbone.to(info.device)
+    if not cfg.finetune:  # finetuning moves one copy per run to the device (no second resident copy)
+        backbone = backbone.to(info.device)
     if cfg.layers is None:
         cfg.layers = default_layers(task, cfg.finetune)
     primary, key = primary_spec(task)

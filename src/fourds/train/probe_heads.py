@@ -172,7 +172,7 @@ def default_layers(task: Any, finetune: bool) -> list[float]:
 def build_head(task: Any, dim: int, grid: tuple[int, int, int], seed: int, layer: int) -> nn.Module:
     """``task.build_readout(dim, grid)`` initialised from a generator seeded by ``(seed, layer)``."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "probe-readout", layer))
+        torch.default_generator.manual_seed(derive_seed(seed, "probe-readout", layer))  # CPU RNG only
         return task.build_readout(dim, tuple(grid))
 
 
@@ -220,7 +220,10 @@ class FinetuneModel(nn.Module):
 
     def forward(self, video: Tensor, batch: dict[str, Any]) -> list[Any]:
         (features,) = self.backbone.features(video, layers=[self.spec.layer])
-        return [self.heads[0](features.float(), batch)]
+        # The readout runs in fp32 even inside the backbone's bf16 autocast, as in the frozen probe:
+        # bf16 outputs quantise positions (1/256 of the frame) and depths (3 digits) before loss and metric.
+        with torch.autocast(features.device.type, enabled=False):
+            return [self.heads[0](features.float(), batch)]
 
     def to_config(self) -> dict[str, Any]:
         return {"kind": "probe_finetune", "task": self.task_name, "grid": list(self.grid), "head": self.spec.to_dict()}

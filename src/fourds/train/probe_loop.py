@@ -149,10 +149,15 @@ class HeadTrainer:
                     total = sum(sum((p * 0).sum() for p in head_params[k]) if self.diverged[k] else losses[k]
                                 for k in range(len(losses)))
                     total.backward()
-                    loss_values = all_reduce_mean(torch.stack([l.detach().float() for l in losses])).tolist()
-                    # Gradients are already averaged over ranks by DDP, so every rank decides alike.
-                    norms = [float(torch.nn.utils.clip_grad_norm_(ps, max_norm)) if ps else 0.0 for ps in head_params]
-                    other_norm = float(torch.nn.utils.clip_grad_norm_(other, float("inf"))) if other else 0.0
+                    # Gradients are already averaged over ranks by DDP, so every rank decides alike. One host
+                    # read per step for the K losses and K + 1 gradient norms together.
+                    zero = torch.zeros((), device=info.device)
+                    norm_t = [torch.nn.utils.clip_grad_norm_(ps, max_norm) if ps else zero for ps in head_params]
+                    other_t = torch.nn.utils.clip_grad_norm_(other, float("inf")) if other else zero
+                    read = torch.cat([all_reduce_mean(torch.stack([l.detach().float() for l in losses])),
+                                      torch.stack([n.float() for n in norm_t]), other_t.float().reshape(1)]).tolist()
+                    k_heads = len(losses)
+                    loss_values, norms, other_norm = read[:k_heads], read[k_heads:2 * k_heads], read[-1]
                     for k, spec in enumerate(self.specs):
                         finite = math.isfinite(loss_values[k]) and math.isfinite(norms[k]) and math.isfinite(other_norm)
                         if not finite and not self.diverged[k]:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fourds.device_constants import constant, index_constant
 from fourds.models.backbone import resolve_layers
 
 #: ImageNet statistics (DINOv2, VideoMAE, V-JEPA 2 and most timm ViTs normalise with these).
@@ -87,8 +88,8 @@ def normalise(frames: Tensor, mean: Sequence[float], std: Sequence[float], chann
     """``(x - mean) / std`` per colour channel along ``channel_dim``."""
     shape = [1] * frames.ndim
     shape[channel_dim] = 3
-    m = torch.tensor(mean, dtype=frames.dtype, device=frames.device).view(shape)
-    s = torch.tensor(std, dtype=frames.dtype, device=frames.device).view(shape)
+    m = constant(mean, frames.dtype, frames.device).view(shape)
+    s = constant(std, frames.dtype, frames.device).view(shape)
     return (frames - m) / s
 
 
@@ -101,8 +102,8 @@ def resample_frames(video: Tensor, num_frames: int, dim: int = 1) -> Tensor:
     t = video.shape[dim]
     if t == num_frames:
         return video
-    idx = ((torch.arange(num_frames, dtype=torch.float64) + 0.5) * t / num_frames).floor().long().clamp_(max=t - 1)
-    return video.index_select(dim, idx.to(video.device))
+    idx = [min(t - 1, int((i + 0.5) * t / num_frames)) for i in range(num_frames)]
+    return video.index_select(dim, index_constant(idx, video.device))
 
 
 def pad_frames(video: Tensor, multiple: int, dim: int = 1) -> Tensor:
