@@ -64,7 +64,7 @@ class RunSettings:
     activation_checkpointing: bool = False
     compile: bool = False
     compile_mode: str = "default"
-    num_workers: int = 0
+    num_workers: int | None = None
     max_decode_failures: float = 0.01
     debug_rank_logs: bool = False
 
@@ -114,7 +114,8 @@ class PretrainConfig(RunSettings):
         compile_mode: ``torch.compile`` mode with ``--compile``: ``default``, ``reduce-overhead``
             (CUDA graphs: for small, launch-bound models on a GPU), ``max-autotune``,
             ``max-autotune-no-cudagraphs``.
-        num_workers: DataLoader worker processes (0 = in the main process).
+        num_workers: DataLoader worker processes (0 = in the main process); default: 0 on the CPU, on
+            CUDA ``min(8, cores - 1)`` so that clips are decoded and augmented off the step's critical path.
         max_decode_failures: file sources skip videos that fail to decode (counted in the logged
             scalars, each named once); the run stops when more than this fraction of the decode
             attempts so far have failed (summed over ranks), once at least 10 have failed.
@@ -288,7 +289,7 @@ def validate_run_fields(cfg: Any) -> None:
          f"--min-resize must be >= 1 (the short side is resized to factor x crop), got {cfg.min_resize}")
     need(cfg.max_resize is None or (cfg.min_resize is not None and cfg.max_resize >= cfg.min_resize),
          f"--max-resize ({cfg.max_resize}) must be >= --min-resize ({cfg.min_resize})")
-    need(cfg.num_workers >= 0, f"--num-workers must be >= 0, got {cfg.num_workers}")
+    need(cfg.num_workers is None or cfg.num_workers >= 0, f"--num-workers must be >= 0, got {cfg.num_workers}")
     need(0.0 <= cfg.max_decode_failures <= 1.0,
          f"--max-decode-failures is a fraction in [0, 1], got {cfg.max_decode_failures}")
     need(cfg.keep_checkpoints >= 1, "--keep-checkpoints must be >= 1")

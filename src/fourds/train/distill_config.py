@@ -74,7 +74,8 @@ class DistillConfig(RunSettings):
         grad_accum: micro-batches per optimiser step.
         activation_checkpointing: recompute student blocks in backward to save memory.
         compile: ``torch.compile`` each student block.
-        num_workers: DataLoader worker processes (0 = in the main process).
+        num_workers: DataLoader worker processes (0 = in the main process); default: 0 on the CPU,
+            ``min(8, cores - 1)`` on CUDA.
         max_decode_failures: stop when more than this fraction of a file source's videos failed to decode.
         debug_rank_logs: every rank writes ``rank{r}.jsonl`` with its loss and a parameter checksum.
     """

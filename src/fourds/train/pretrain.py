@@ -255,8 +255,17 @@ def clip_loader(cfg: Any, run: Run, data: Data, start_step: int) -> tuple[Any, S
     spec = ClipSpec(cfg.num_frames, cfg.frame_stride, cfg.image_size, cfg.min_resize, cfg.max_resize, cfg.flip)
     info = run.info
     sampler = StepBatchSampler(start_step, cfg.steps, cfg.batch_size, info.rank, info.world_size, cfg.grad_accum)
-    loader = make_loader(PretrainClips(data.source, spec, cfg.seed), sampler, cfg.num_workers, info.device.type == "cuda")
+    workers = loader_workers(cfg.num_workers, info.device)
+    loader = make_loader(PretrainClips(data.source, spec, cfg.seed), sampler, workers, info.device.type == "cuda")
     return loader, sampler
+
+
+def loader_workers(requested: int | None, device: torch.device) -> int:
+    """DataLoader workers: ``requested``, else 0 on the CPU (the step uses every core) and on CUDA
+    ``min(8, cores - 1)`` (clips are prepared while the GPU runs the previous steps)."""
+    if requested is not None:
+        return requested
+    return max(1, min(8, (os.cpu_count() or 2) - 1)) if device.type == "cuda" else 0
 
 
 def pretrain(cfg: PretrainConfig, source: VideoSource | None = None, explicit: Iterable[str] | None = None) -> Path:
