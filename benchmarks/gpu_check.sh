@@ -14,7 +14,7 @@
 # the lent H200 image and so carried as wheels in ./.whl (pure Python, any platform):
 #     roma (imported by the pose metric) and braceexpand (tar-shard specs).
 # Fetch them once on a machine with a registry (`.whl` is git-ignored):
-#     python3 -m pip download --no-deps -d .whl roma==1.5.4 braceexpand==0.1.7
+#     python3 -m pip download --no-deps -d .whl roma==1.8.0 braceexpand==0.1.7
 # PyAV (video decoding) is not needed: no check here reads a video file.
 #
 # Usage:  bash benchmarks/gpu_check.sh            (on the GPU machine; carry .whl)
