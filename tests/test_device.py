@@ -156,3 +156,49 @@ def test_device_flag_errors_name_the_fix(tmp_path):
         pytest.skip("this machine has CUDA")
     with pytest.raises(RuntimeError, match="--device cuda.*CUDA is not available.*--device cpu"):
         pretrain(small(tmp_path, device="cuda"))
+
+
+class _ScalarReads(TorchDispatchMode):
+    """Counts device → host scalar reads (``.item()``, ``float(t)``, ``bool(t)``: ``_local_scalar_dense``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _scalar_reads_of_a_loop(tmp_path, steps: int) -> int:
+    """Host reads of one train_loop of ``steps`` steps that logs and saves only at its last step."""
+    from fourds.data.pretrain import RandomVideos
+    from fourds.data.sources import DecodeFailures
+    from fourds.train.optim import build_adamw, param_groups
+    from fourds.train.pretrain import Data, build_model, start_run, train_loop
+
+    cfg = small(tmp_path, steps=steps, log_every=1000, save_every=1000).resolved()
+    run = start_run(cfg)
+    model, core = build_model(cfg, run.info, run.strategy, run.bf16)
+    optimizer = build_adamw(param_groups(core, 0.05, core.no_weight_decay()), 1e-3, (0.9, 0.95), run.info.device)
+    gen = torch.Generator().manual_seed(0)
+    batches = [{"video": torch.stack([RandomVideos((32, 32)).clip(i, 4, 1, gen) for i in range(4)]),
+                "sample_id": torch.arange(4 * s, 4 * s + 4)} for s in range(steps)]
+    ids_seen = []
+
+    def loss(video, batch):
+        ids_seen.append(batch["sample_id"])
+        return model(video, sample_seeds=masking_keys(1, batch["sample_id"])).loss
+
+    with _ScalarReads() as reads:
+        train_loop(cfg, run, model, core, optimizer, batches, Data(None, 0, DecodeFailures(1, 0.01)), 0, loss,
+                   1.0, desc="test")
+    assert len(ids_seen) == steps
+    return reads.count
+
+
+def test_the_training_loop_reads_no_device_value_between_logging_steps(tmp_path):
+    # Reads happen only at logging/saving steps: 3 steps and 9 steps that log once cost the same number.
+    short, long = _scalar_reads_of_a_loop(tmp_path / "a", 3), _scalar_reads_of_a_loop(tmp_path / "b", 9)
+    assert short == long, (short, long)
