@@ -30,7 +30,6 @@ from fourds.models.io import save_model, write_json_atomic
 from fourds.models.masking import masking_keys
 from fourds.models.registry import simple_mae
 from fourds.models.simple_mae import SimpleMAE
-from fourds.models.vit import init_named_parameters
 from fourds.seeding import derive_seed
 from fourds.train.checkpoint import Checkpointer
 from fourds.train.config import RESUMABLE_KEYS, PretrainConfig, resume_config
@@ -111,13 +110,6 @@ def parallelize_and_init(model: nn.Module, cfg: Any, info: DistInfo, strategy: s
         return model, model
     wrapped = wrap_ddp(model, info) if strategy == "ddp" else model
     return wrapped, model
-
-
-@torch.no_grad()
-def init_sharded(model: nn.Module, seed: int) -> None:
-    """Initialise (possibly FSDP2-sharded) parameters exactly like the unsharded model; kept for callers
-    of the earlier API: ``model.init_weights(seed)`` does the same for any placement."""
-    init_named_parameters(model, seed)
 
 
 def _param_checksum(model: nn.Module) -> float:
