@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from fourds.cli.config_args import HelpFormatter
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "models",
+        "models", formatter_class=HelpFormatter,
         help="list model sizes with parameter counts and GFLOPs (no memory needed)",
         description="Parameter counts (encoder, latent grid, pixel decoder) and forward GFLOPs per clip, "
         "counted on the meta device with torch.utils.flop_counter.",

@@ -23,6 +23,37 @@ from fourds.train.probe_data import collate_fn, task_clips, to_device
 
 log = logging.getLogger(__name__)
 
+#: Image directions every 45 degrees, counter-clockwise from "right" (the synthetic motion classes' order).
+COMPASS = ("right", "up-right", "up", "up-left", "left", "down-left", "down", "down-right")
+
+
+def motion_class_name(label: int, num_classes: int) -> str:
+    """The image direction of a synthetic motion class: class ``c`` of ``C`` moves at ``360 c / C``
+    degrees counter-clockwise from "right" (``fourds.data.synthetic.scene.sample_scene``).
+
+    Multiples of 45 degrees get a word (8 classes: 0 "right", 1 "up-right", 2 "up", ... 7 "down-right");
+    other angles their degrees, e.g. ``"30°"`` for class 1 of 12.
+    """
+    if not 0 <= label < num_classes:
+        raise ValueError(f"motion class {label} is outside [0, {num_classes}); the synthetic scenes draw "
+                         f"labels in [0, num_classes)")
+    degrees = 360.0 * label / num_classes
+    if abs(degrees / 45 - round(degrees / 45)) < 1e-9:
+        return COMPASS[round(degrees / 45) % 8]
+    return f"{degrees:g}°"
+
+
+def class_name(task: Any, label: int) -> str:
+    """A readable name for class ``label`` of ``task``: ``task.class_names[label]`` when the task has
+    them, the motion direction for the synthetic motion task (``num_classes`` directions), else the
+    number as text."""
+    names = getattr(task, "class_names", None)
+    if names is not None and 0 <= label < len(names):
+        return str(names[label])
+    if getattr(task, "name", "") == "synth_motion" and getattr(task, "num_classes", 0) > label >= 0:
+        return motion_class_name(label, task.num_classes)
+    return str(label)
+
 
 def predictions(task: Any, outputs: Any, batch: dict[str, Any]) -> dict[str, Tensor]:
     """Task outputs → the prediction dict described in the module docstring (may be empty)."""
@@ -168,7 +199,11 @@ def visualize_sample(task: Any, sample: dict[str, Any], pred: dict[str, Tensor],
             _show(ax, video[t])
             ax.axis("off")
         guess = pred.get("label", pred["logits"].argmax(-1) if "logits" in pred else None)
-        title += f" — true class {int(sample['label'])}" + ("" if guess is None else f", predicted {int(guess)}")
+        true = int(sample["label"])
+        title += f" — true: {class_name(task, true)} ({true})"
+        if guess is not None:
+            mark = "right" if int(guess) == true else "wrong"
+            title += f", predicted: {class_name(task, int(guess))} ({int(guess)}, {mark})"
     if fig is None:
         return None
     for ax in fig.axes:
