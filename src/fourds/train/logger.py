@@ -167,8 +167,7 @@ class RunLogger:
             self._announced = True
             pace = self.eta.seconds_per_step()
             self.info(f"{self.desc}: {format_duration(remaining)} to go for {self.eta.total - self.eta.step:,} "
-                      f"more steps at {pace:.3g} s/step (estimated from the steps so far; "
-                      f"the evaluation after training is not included)")
+                      f"more steps at {pace:.3g} s/step (training steps only, estimated from the steps so far)")
         self._show_postfix()
 
     def write(self, message: str) -> None:

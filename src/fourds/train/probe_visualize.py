@@ -1,6 +1,6 @@
 """Qualitative probe outputs: depth next to ground truth, tracks and boxes on frames, camera trajectories.
 
-Predictions are read in the sample conventions of CONTRACTS.md through ``task.predictions(outputs,
+Predictions are read in the sample conventions of ``docs/conventions.md`` through ``task.predictions(outputs,
 batch) -> dict`` when the task defines it (else the outputs themselves when they are such a dict):
 ``depth`` ``(B, T, H, W)`` metres; ``tracks`` ``(B, P, T, 2)`` pixel (x, y) and ``visible`` ``(B, P, T)``;
 ``boxes`` ``(B, O, T, 4)`` pixel (x0, y0, x1, y1); ``relative_pose`` ``(B, 4, 4)`` (or ``(B, 12)``
