@@ -133,6 +133,12 @@ def backbone_labels(runs: Sequence[dict[str, Any]]) -> list[str]:
     return [final[_identity(r)] for r in runs]
 
 
+def _metric(run: dict[str, Any]) -> str:
+    """The primary metric's name without the task prefix it is stored with (``synth_depth/abs_rel`` → ``abs_rel``)."""
+    key = str(run["primary_metric"])
+    return key[len(run["task"]) + 1:] if key.startswith(f"{run['task']}/") else key
+
+
 def _percent(run: dict[str, Any]) -> bool:
     units = str(run.get("primary_units", "")).lower()
     return any(u in units for u in _PERCENT_UNITS)
@@ -174,7 +180,7 @@ def markdown_tables(runs: Sequence[dict[str, Any]]) -> str:
         if not sel:
             continue
         tasks = list(dict.fromkeys(r["task"] for r in sel))
-        heads = {r["task"]: f"{r['task']} {r['primary_metric']}{' (%)' if _percent(r) else ''} {_arrow(r)}" for r in sel}
+        heads = {r["task"]: f"{r['task']} {_metric(r)}{' (%)' if _percent(r) else ''} {_arrow(r)}" for r in sel}
         cells: dict[tuple[str, str], str] = {}
         params: dict[str, float] = {}
         for r in sel:
@@ -257,8 +263,9 @@ def plot_layer_depth(runs: Sequence[dict[str, Any]], out: Path) -> list[Path]:
         for label, pts in sorted(lines.items()):
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label, ms=4)
         r = meta[task]
-        ax.set_title(f"{task} ({r['primary_metric']} {_arrow(r)})")
+        ax.set_title(f"{task} ({_metric(r)} {_arrow(r)})")
         ax.set_xlabel("readout layer depth (fraction)")
+        ax.set_ylabel(f"test {_metric(r)}{' (%)' if _percent(r) else ''}")
         ax.set_xlim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -284,8 +291,9 @@ def plot_size_scaling(runs: Sequence[dict[str, Any]], out: Path) -> list[Path]:
             for x, y, label in pts:
                 ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
-        ax.set_title(f"{task} ({sel[0]['primary_metric']} {_arrow(sel[0])})")
+        ax.set_title(f"{task} ({_metric(sel[0])} {_arrow(sel[0])})")
         ax.set_xlabel("backbone parameters")
+        ax.set_ylabel(f"test {_metric(sel[0])}{' (%)' if _percent(sel[0]) else ''}")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     paths = _save(fig, out, "size_scaling")
