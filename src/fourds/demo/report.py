@@ -27,6 +27,11 @@ KIND_TEXT = {
 }
 
 
+def kinds_text(present: set[str]) -> str:
+    """What each kind of row in the table is, for the kinds ``present`` only, in :data:`KIND_TEXT` order."""
+    return "; ".join(f"`{k}` ({text})" for k, text in KIND_TEXT.items() if k in present)
+
+
 def _params(out: Path, rows: list[Entry], tasks: list[str], seeds: list[int]) -> dict[str, int]:
     params = {}
     for entry in rows:
@@ -174,8 +179,7 @@ def results_markdown(recipe: DemoRecipe, results: dict[str, Any], md_table: str,
                        + (f", query MLP {w['embed_dim']}" if "embed_dim" in w else "")
                        + " (" + ", ".join(f"{n:,} on D={d}" for d, n in w["params_by_backbone_width"].items()) + ")"
                        for task, w in results["readouts"].items())
-    present = {m["kind"] for m in results["models"].values()} | ({"no features"} if TRIVIAL in results["table"] else set())
-    kinds = "; ".join(f"`{k}` ({text})" for k, text in KIND_TEXT.items() if k in present)
+    kinds = kinds_text({m["kind"] for m in results["models"].values()} | ({"no features"} if TRIVIAL in results["table"] else set()))
     shape = f"{recipe.frames}x{recipe.size}x{recipe.size}"
     pretrain = "; ".join(f"{m.label} = {m.preset} {m.overrides} for {m.steps} steps x batch {m.batch_size}, lr {m.lr:g}"
                          for m in recipe.models)

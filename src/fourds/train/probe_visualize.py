@@ -90,9 +90,32 @@ def draw_depth(ax_rows: Any, video: np.ndarray, gt: np.ndarray, pred: np.ndarray
     ax_rows[2, 0].set_ylabel("predicted" if pred is not None else "(no prediction)")
 
 
+def points_legend(predicted: bool) -> list[Any]:
+    """Legend entries of :func:`draw_points`: what the markers and lines mean (colours = tracks)."""
+    from matplotlib.lines import Line2D
+
+    grey = "0.25"
+    handles = [Line2D([], [], ls="", marker="o", mfc="none", mec=grey, mew=1.2, label="true point (visible ones)")]
+    if predicted:
+        handles += [Line2D([], [], ls="", marker="x", color=grey, mew=1.2, label="predicted point (predicted visible)"),
+                    Line2D([], [], color=grey, lw=0.8, label="error: true to predicted")]
+    return handles + [Line2D([], [], ls="", label="one colour per track")]
+
+
+def boxes_legend(predicted: bool) -> list[Any]:
+    """Legend entries of :func:`draw_boxes` (colours = objects)."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="0.25", lw=1.5, label="true box")]
+    if predicted:
+        handles.append(Line2D([], [], color="0.25", lw=1.5, ls="--", label="predicted box"))
+    return handles + [Line2D([], [], ls="", label="one colour per object")]
+
+
 def draw_points(axes: Sequence[Any], video: np.ndarray, gt: np.ndarray, gt_vis: np.ndarray,
                 pred: np.ndarray | None, pred_vis: np.ndarray | None) -> None:
-    """Ground-truth tracks (circles, visible only) and predicted tracks (crosses) on frames."""
+    """Ground-truth tracks (circles, visible only) and predicted tracks (crosses) on frames; the
+    legend is :func:`points_legend`."""
     frames = _frames(video.shape[0], len(axes))
     colours = __import__("matplotlib").colormaps["tab20"](np.arange(gt.shape[0]) % 20)
     for ax, t in zip(axes, frames):
@@ -108,7 +131,7 @@ def draw_points(axes: Sequence[Any], video: np.ndarray, gt: np.ndarray, gt_vis: 
 
 
 def draw_boxes(axes: Sequence[Any], video: np.ndarray, gt: np.ndarray, valid: np.ndarray, pred: np.ndarray | None) -> None:
-    """Ground-truth boxes (solid) and predicted boxes (dashed) on frames."""
+    """Ground-truth boxes (solid) and predicted boxes (dashed) on frames; the legend is :func:`boxes_legend`."""
     from matplotlib.patches import Rectangle
 
     frames = _frames(video.shape[0], len(axes))
@@ -171,6 +194,7 @@ def visualize_sample(task: Any, sample: dict[str, Any], pred: dict[str, Tensor],
     video = (video.float() / 255.0 if video.dtype == torch.uint8 else video.float()).clamp(0, 1).cpu().numpy()
     cols = min(4, video.shape[0])
     fig = None
+    legend: list[Any] = []
     title = f"{task.name}: {path.stem}"
     if "depth" in sample:
         fig, axes = plt.subplots(3, cols, figsize=(3 * cols, 8), squeeze=False)
@@ -181,9 +205,11 @@ def visualize_sample(task: Any, sample: dict[str, Any], pred: dict[str, Tensor],
         pred_t, pred_v = _np(pred.get("tracks")), _np(pred.get("visible"))
         draw_points(axes[0], video, _np(sample["tracks"])[keep], _np(sample["visible"]).astype(bool)[keep],
                     None if pred_t is None else pred_t[keep], None if pred_v is None else pred_v.astype(bool)[keep])
+        legend = points_legend(pred_t is not None)
     elif "boxes" in sample:
         fig, axes = plt.subplots(1, cols, figsize=(3.2 * cols, 3.4), squeeze=False)
         draw_boxes(axes[0], video, _np(sample["boxes"]), _np(sample["box_valid"]).astype(bool), _np(pred.get("boxes")))
+        legend = boxes_legend(pred.get("boxes") is not None)
     elif "cam_to_world" in sample:
         fig = plt.figure(figsize=(10, 4))
         for j, t in enumerate(_frames(video.shape[0], 2)):
@@ -197,6 +223,7 @@ def visualize_sample(task: Any, sample: dict[str, Any], pred: dict[str, Tensor],
         fig, axes = plt.subplots(1, cols, figsize=(3 * cols, 3.2), squeeze=False)
         for ax, t in zip(axes[0], _frames(video.shape[0], cols)):
             _show(ax, video[t])
+            ax.set_title(f"frame {t}")
             ax.axis("off")
         guess = pred.get("label", pred["logits"].argmax(-1) if "logits" in pred else None)
         true = int(sample["label"])
@@ -210,8 +237,15 @@ def visualize_sample(task: Any, sample: dict[str, Any], pred: dict[str, Tensor],
         if ax.name != "3d":
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    # Room for the title above and the legend below the panels (tight_layout alone ignores both).
+    height = fig.get_size_inches()[1]
+    top = 1 - 0.25 / height
+    bottom = 0.25 / height if legend else 0.0
+    fig.suptitle(title, fontsize=9, y=1 - 0.08 / height, va="top")
+    if legend:
+        fig.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=7, frameon=False,
+                   handletextpad=0.4, columnspacing=1.2)
+    fig.tight_layout(rect=(0, bottom, 1, top))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)
