@@ -97,6 +97,18 @@ def test_run_logger_is_quiet_when_its_logger_is_above_info(tmp_path, capsys):
     assert "to go" not in err and "quiet" in err  # the bar still shows, the lines do not
 
 
+def test_a_run_with_seconds_left_prints_no_estimate_line(tmp_path, caplog, capsys):
+    caplog.set_level(logging.INFO, logger="fourds.train.logger")
+    clock = FakeClock()
+    logger = RunLogger(tmp_path, total=20, tensorboard=False, desc="short", clock=clock)
+    for _ in range(20):
+        clock.now += 0.1  # 16 steps left at 0.1 s after step 4: under the 10 s threshold
+        logger.advance()
+    logger.close()
+    err = capsys.readouterr().err
+    assert "short: 20 steps (20 to go)" in err and "to go for" not in err
+
+
 def test_a_resumed_run_says_where_it_starts(tmp_path, caplog, capsys):
     caplog.set_level(logging.INFO, logger="fourds.train.logger")
     RunLogger(tmp_path, total=500, initial=200, tensorboard=False, desc="pretrain").close()

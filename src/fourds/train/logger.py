@@ -29,6 +29,10 @@ def format_duration(seconds: float) -> str:
     return f"{s // 86400} d {s % 86400 // 3600:02d} h"
 
 
+#: The estimate is printed only when at least this many seconds are left (the bar always shows it).
+ANNOUNCE_MIN_S = 10.0
+
+
 class Eta:
     """Estimated time to the end of a run of ``total`` steps from the pace of the steps done so far.
 
@@ -163,8 +167,8 @@ class RunLogger:
         remaining = self.eta.remaining()
         if remaining is None:
             return
-        if not self._announced:
-            self._announced = True
+        first, self._announced = not self._announced, True
+        if first and remaining >= ANNOUNCE_MIN_S:  # once; a run with seconds left needs no line
             pace = self.eta.seconds_per_step()
             self.info(f"{self.desc}: {format_duration(remaining)} to go for {self.eta.total - self.eta.step:,} "
                       f"more steps at {pace:.3g} s/step (training steps only, estimated from the steps so far)")
