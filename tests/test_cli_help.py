@@ -12,7 +12,8 @@ from fourds.cli import build_parser, main
 from fourds.cli.config_args import HelpFormatter, dataclass_from_args, parse_key_values
 
 
-def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+def _leaves(parser: argparse.ArgumentParser,
+            path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
     """Every (command path, parser) of the tree below ``parser``, sub-command groups included."""
     found = [(path, parser)]
     for action in parser._actions:

@@ -61,7 +61,8 @@ def test_fractional_depths_and_indices():
 
 def test_padding_marks_the_padded_tracks_and_boxes_invalid():
     def sample(p: int, o: int) -> dict:
-        return {"video": torch.zeros(2, 4, 4, 3), "tracks": torch.ones(p, 2, 2), "visible": torch.ones(p, 2, dtype=torch.bool),
+        return {"video": torch.zeros(2, 4, 4, 3), "tracks": torch.ones(p, 2, 2),
+                "visible": torch.ones(p, 2, dtype=torch.bool),
                 "boxes": torch.ones(o, 2, 4), "box_valid": torch.ones(o, 2, dtype=torch.bool)}
 
     batch = collate_samples([sample(3, 1), sample(1, 2)])

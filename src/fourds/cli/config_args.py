@@ -92,8 +92,8 @@ def parse_key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
 
 
 #: What a dict flag takes, appended to its help; the test of every ``--help`` parses both examples.
-DICT_FORM = "KEY=VALUE, repeatable (VALUE read as JSON when it parses), or one JSON object: e.g. {flag} {key}={value} " \
-    "or {flag} '{{\"{key}\": {value}}}'"
+DICT_FORM = ("KEY=VALUE, repeatable (VALUE read as JSON when it parses), or one JSON object: "
+             "e.g. {flag} {key}={value} or {flag} '{{\"{key}\": {value}}}'")
 
 
 def _plain(doc: str) -> str:

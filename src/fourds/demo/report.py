@@ -179,7 +179,8 @@ def results_markdown(recipe: DemoRecipe, results: dict[str, Any], md_table: str,
                        + (f", query MLP {w['embed_dim']}" if "embed_dim" in w else "")
                        + " (" + ", ".join(f"{n:,} on D={d}" for d, n in w["params_by_backbone_width"].items()) + ")"
                        for task, w in results["readouts"].items())
-    kinds = kinds_text({m["kind"] for m in results["models"].values()} | ({"no features"} if TRIVIAL in results["table"] else set()))
+    present = {m["kind"] for m in results["models"].values()}
+    kinds = kinds_text(present | ({"no features"} if TRIVIAL in results["table"] else set()))
     shape = f"{recipe.frames}x{recipe.size}x{recipe.size}"
     pretrain = "; ".join(f"{m.label} = {m.preset} {m.overrides} for {m.steps} steps x batch {m.batch_size}, lr {m.lr:g}"
                          for m in recipe.models)
@@ -195,9 +196,9 @@ def results_markdown(recipe: DemoRecipe, results: dict[str, Any], md_table: str,
         f"Arrows: ↑ higher is better, ↓ lower is better; bold: best mean of the column. Kinds: {kinds}.", "",
         f"Params (M): the backbone as the probes ran it — the encoder at the demo's {shape} input, without "
         "SimpleMAE's latent tokens and pixel decoder, which pretraining uses and the probes drop. `fourds models "
-        f"NAME --clip {shape}` shows the same count in its `encoder` column (where the recipe keeps the preset's width and "
-        "depth, as the default one does); its `total` adds the latents and the decoder, and its `enc+lat` is at the preset's own input "
-        "size, so both read larger. Readout widths above give each readout's parameter count once per backbone "
+        f"NAME --clip {shape}` shows the same count in its `encoder` column (where the recipe keeps the "
+        "preset's width and depth, as the default one does); its `total` adds the latents and the decoder, "
+        "and its `enc+lat` is at the preset's own input size, so both read larger. Readout widths above give each readout's parameter count once per backbone "
         "width D: a readout's input projection has D inputs, so the same design is larger on a wider backbone.", "",
         "## Verdicts", "", f"A win is claimed only beyond the seeds' spread ({results['win_rule']}).", "",
         *[f"- {line}" for line in lines], "",
