@@ -6,10 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from fourds.cli.config_args import HelpFormatter
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "bench",
+        "bench", formatter_class=HelpFormatter,
         help="run the benchmark suite and write report.md + report.json",
         description="Runs every benchmarks/bench_*.py of the source checkout, each in its own process, and "
         "writes one markdown + JSON report with machine information (same as `python -m benchmarks`). "

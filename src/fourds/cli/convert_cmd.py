@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from fourds.cli.config_args import HelpFormatter
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "convert",
+        "convert", formatter_class=HelpFormatter,
         help="convert checkpoints from other formats into fourds model folders",
         description="Convert checkpoints into fourds model folders (config.json + model.safetensors).",
     )
     sub = p.add_subparsers(dest="source", metavar="SOURCE", required=True)
     o = sub.add_parser(
-        "official",
+        "official", formatter_class=HelpFormatter,
         help="an official 4DS .npz (scaling4d_dist_b.npz, scaling4d_e.npz, scaling4d_dist_b_depth.npz)",
         description="Import a released 4DS .npz (google-deepmind/representations4d) exactly: every size is read "
         "from the arrays; the depth readout (if present) goes to OUT_DIR/heads/depth/. The result loads with "

@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from fourds.cli.config_args import HelpFormatter
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "data",
+        "data", formatter_class=HelpFormatter,
         help="prepare and check video data (shards, decode checks)",
         description="Video data tools. SRC is a folder of videos (searched recursively), a CSV/JSONL "
         "manifest with a 'path' column, or WebDataset .tar shards (a file, a folder or a brace pattern).",
@@ -26,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------------------------------- shard
 def _register_shard(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "shard",
+        "shard", formatter_class=HelpFormatter,
         help="write WebDataset tar shards from a folder or manifest",
         description="Copy every video (bytes unchanged) with its labels into tar shards "
         "OUT/shard-000000.tar, ... plus OUT/index.json (byte offsets, for fast random access). Videos that "
@@ -72,7 +74,7 @@ def add_check_args(p: argparse.ArgumentParser) -> None:
 
 def _register_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "check",
+        "check", formatter_class=HelpFormatter,
         help="decode every video once and report the unreadable ones",
         description="Decodes every frame of every video once (with --quick: only opens and indexes it) and "
         "lists those that fail. Exit status 1 when any failed. With --dataset NAME, SRC is the root of a real "
@@ -140,7 +142,7 @@ def check_collection(collection, limit: int | None = None, quick: bool = False, 
 # ------------------------------------------------------------------------------------- waymo-slim
 def _register_waymo_slim(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "waymo-slim",
+        "waymo-slim", formatter_class=HelpFormatter,
         help="rewrite Waymo v2 camera_image files for streaming (one camera, sorted, small row groups)",
         description="One-time preparation for the Waymo reader: DST/<split>/camera_image/<segment>.parquet holds "
         "only CAMERA's rows, sorted by timestamp, in row groups of a few frames, so a clip reads little more "

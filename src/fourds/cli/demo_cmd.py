@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from fourds.cli.config_args import HelpFormatter
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "demo",
+        "demo", formatter_class=HelpFormatter,
         help="the paper in miniature: procedural scenes, tiny SimpleMAE pretraining, frozen probes vs baselines",
         description="Generates procedural 4D scenes, pretrains SimpleMAE at two tiny sizes, runs the frozen probe "
         "protocol on every synthetic task for each pretrained model, the same architectures at random init and a "

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from fourds.cli.config_args import HelpFormatter
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "depth",
+        "depth", formatter_class=HelpFormatter,
         help="run a depth readout over a whole video: colourised side-by-side mp4 + raw depth .npy",
         description="Resize the video to the depth head's trained size, run it window by window, resize the "
         "depth back to the video's size and write OUT/<video>_depth.mp4 (input | colourised depth) and "

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from fourds.cli.config_args import HelpFormatter
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "extract",
+        "extract", formatter_class=HelpFormatter,
         help="extract features of any layers for whole videos (sliding windows)",
         description="Cut each video into windows of the model's clip length, run the backbone and save the "
         "features of the requested layers as OUT/<video>.safetensors (or OUT/<video>/*.npy), with frame "

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from fourds.cli.config_args import HelpFormatter
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "models",
+        "models", formatter_class=HelpFormatter,
         help="list model sizes with parameter counts and GFLOPs (no memory needed)",
         description="Parameter counts (encoder, latent grid, pixel decoder) and forward GFLOPs per clip, "
-        "counted on the meta device with torch.utils.flop_counter.",
+        "counted on the meta device with torch.utils.flop_counter. The encoder, latent, decoder and total "
+        "columns are at --clip (the positional embedding grows with the clip); the encoder column is what "
+        "`fourds probe` and the demo's results count for a backbone at that input; enc+lat (encoder and "
+        "latent tokens) is at each model's own input size, the count of the paper's Table 1.",
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="only these sizes (default: all registered)")
     p.add_argument("--clip", default="16x224x224", help="clip size TxHxW for the FLOP count (default 16x224x224)")
@@ -85,8 +90,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     head = (f"{'model':<10} {'D':>5} {'L':>3} {'heads':>5} {'MLP':>6} {'encoder':>12} {'latent':>9} {'decoder':>9} "
             f"{'total':>12} {'enc+lat':>11} {'Table 1':>8} {'delta':>7} {'enc GFLOPs':>11} {'MAE fwd GFLOPs':>14}")
-    print(f"parameters on the meta device; GFLOPs per {args.clip} clip (counted by torch.utils.flop_counter);")
-    print("enc+lat and Table 1 at each model's trained input size (4DS-j: 16x256x256)")
+    print(f"parameters counted on the meta device; GFLOPs per {args.clip} clip (torch.utils.flop_counter)")
+    print(f"  encoder: the backbone at --clip {args.clip}, what probes and results tables count (its positional "
+          "embedding grows with the clip)")
+    print("  latent, decoder: SimpleMAE's latent tokens and pixel decoder at --clip (pretraining only); "
+          "total = encoder + latent + decoder")
+    print("  enc+lat: encoder + latent tokens at each model's own input size (4DS-j: 16x256x256), the paper's "
+          "Table 1 count")
     print(head)
     print("-" * len(head))
     for r in rows:

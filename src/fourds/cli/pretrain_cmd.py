@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from fourds.cli.config_args import add_dataclass_args, dataclass_from_args
+from fourds.cli.config_args import HelpFormatter, add_dataclass_args, dataclass_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from fourds.train.config import PretrainConfig
+    from fourds.models.registry import PAPER_TRAIN_DEFAULTS
+    from fourds.train.config import DEVICES, PRECISIONS, STRATEGIES, PretrainConfig
 
     p = subparsers.add_parser(
-        "pretrain",
+        "pretrain", formatter_class=HelpFormatter,
         help="pretrain a 4DS model with SimpleMAE",
         description="SimpleMAE pretraining. Unset flags take the model preset's defaults (paper Table 5 for "
         "the 4DS sizes). Several GPUs/machines: launch the same command with torchrun, e.g. "
@@ -21,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "workers and compute switches (device, precision, strategy, grad accumulation, activation "
         "checkpointing, compile) may be given again with new values.",
     )
-    add_dataclass_args(p, PretrainConfig)
+    add_dataclass_args(p, PretrainConfig, unset={k: "the --model preset's" for k in PAPER_TRAIN_DEFAULTS},
+                       choices={"strategy": STRATEGIES, "precision": PRECISIONS, "device": DEVICES})
     p.set_defaults(func=run)
 
 

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import os
 
-from fourds.cli.config_args import add_dataclass_args, dataclass_from_args
+from fourds.cli.config_args import HelpFormatter, add_dataclass_args, dataclass_from_args
 
 _LISTS = {
     "lrs": ("peak learning rates to sweep (default: 1e-4 3e-4 1e-3 frozen, 1e-4 3e-4 finetuned)", float),
@@ -26,10 +26,10 @@ def _split(values: list[str] | None) -> list[str] | None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from fourds.train.probe_config import ProbeConfig
+    from fourds.train.probe_config import DEVICES, PRECISIONS, SELECT_ON, ProbeConfig
 
     p = subparsers.add_parser(
-        "probe",
+        "probe", formatter_class=HelpFormatter,
         help="evaluate a backbone on a task: frozen readout sweep or finetuning",
         description="The paper's evaluation protocol (Appendix A.2). Frozen (default): every learning rate x "
         "layer readout trains on ONE backbone pass per batch; the configuration is chosen on a held-out slice "
@@ -38,20 +38,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "readout's rate. Several GPUs: `torchrun --nproc-per-node N -m fourds probe ...`. "
         "Writes <out>/results.json, per-readout metrics.jsonl/TensorBoard, heads/ and checkpoints/.",
     )
-    add_dataclass_args(p, ProbeConfig, skip=set(_LISTS))
+    add_dataclass_args(p, ProbeConfig, skip=set(_LISTS),
+                       unset={"warmup_steps": "", "max_eval_samples": "all", "feature_cache": "no cache"},
+                       choices={"select_on": SELECT_ON, "precision": PRECISIONS, "device": DEVICES},
+                       examples={"task_overrides": ("num_frames", 8), "data_kwargs": ("num_samples", 64)})
     p.add_argument("--data-root", default=None, metavar="DIR",
                    help="folder of the task's real dataset (passed to the task as data_kwargs['data_root']; "
                    "layouts: docs/datasets.md; check it first with `fourds data check DIR --dataset NAME`)")
     for name, (help_, _) in _LISTS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, nargs="+", default=None, metavar="V", help=help_)
-    from fourds.train.probe_config import SELECT_ON
-
-    for action in p._actions:  # the choices, listed in --help and checked by argparse
-        if action.dest == "select_on":
-            action.choices = SELECT_ON
-            action.help = (f"{{{','.join(SELECT_ON)}}}: train-holdout (default) chooses the configuration on a held-out "
-                           "slice of the training split (--holdout-fraction) and reports on --eval-split; eval chooses "
-                           "and reports on the evaluation split (the paper's practice, optimistic)")
     p.set_defaults(func=run)
 
 

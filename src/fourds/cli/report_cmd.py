@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from fourds.cli.config_args import HelpFormatter
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "report",
+        "report", formatter_class=HelpFormatter,
         help="tables and plots from probe runs",
         description="Gather the results.json of `fourds probe` runs (run folders, or folders searched "
         "recursively) into results.md / results.csv (backbones x tasks, direction arrows), layer_depth.png/.svg "

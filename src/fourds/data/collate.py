@@ -1,6 +1,6 @@
 """The one collate function of fourds: samples (dicts) → a batch, padding variable track and box counts.
 
-Samples follow the conventions of DESIGN.md (``video`` ``(T, H, W, 3)``, ``tracks`` ``(P, T, 2)`` with
+Samples follow the conventions of ``docs/conventions.md`` (``video`` ``(T, H, W, 3)``, ``tracks`` ``(P, T, 2)`` with
 ``visible`` ``(P, T)``, ``boxes`` ``(O, T, 4)`` with ``box_valid`` ``(O, T)``, ``label`` 0-d int64, ...).
 :func:`collate_samples`:
 

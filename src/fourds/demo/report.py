@@ -16,6 +16,21 @@ from fourds.models.io import write_json_atomic
 
 TRIVIAL = "trivial"
 
+#: What each kind of row in the results table is (results.md lists the kinds the table has).
+KIND_TEXT = {
+    "pretrained": "SimpleMAE",
+    "random": "same architecture, random initialisation",
+    "no features": "each task's trivial answer: points and boxes that do not move, the mean training pose, the "
+                   "median training depth, the most frequent class",
+    "perframe": "the pretrained model fed one frame at a time, repeated to fill its 2-frame tubelet, time stacked",
+    "distilled": "the largest model distilled into the smallest architecture",
+}
+
+
+def kinds_text(present: set[str]) -> str:
+    """What each kind of row in the table is, for the kinds ``present`` only, in :data:`KIND_TEXT` order."""
+    return "; ".join(f"`{k}` ({text})" for k, text in KIND_TEXT.items() if k in present)
+
 
 def _params(out: Path, rows: list[Entry], tasks: list[str], seeds: list[int]) -> dict[str, int]:
     params = {}
@@ -162,8 +177,11 @@ def results_markdown(recipe: DemoRecipe, results: dict[str, Any], md_table: str,
     load = results["machine"]["start"]["load_average_1_5_15"]
     widths = "; ".join(f"{task}: C={w.get('channels')}, {w.get('num_heads')} heads"
                        + (f", query MLP {w['embed_dim']}" if "embed_dim" in w else "")
-                       + f" ({', '.join(f'{n:,}' for n in w['params_by_backbone_width'].values())} params)"
+                       + " (" + ", ".join(f"{n:,} on D={d}" for d, n in w["params_by_backbone_width"].items()) + ")"
                        for task, w in results["readouts"].items())
+    present = {m["kind"] for m in results["models"].values()}
+    kinds = kinds_text(present | ({"no features"} if TRIVIAL in results["table"] else set()))
+    shape = f"{recipe.frames}x{recipe.size}x{recipe.size}"
     pretrain = "; ".join(f"{m.label} = {m.preset} {m.overrides} for {m.steps} steps x batch {m.batch_size}, lr {m.lr:g}"
                          for m in recipe.models)
     md = [
@@ -175,12 +193,13 @@ def results_markdown(recipe: DemoRecipe, results: dict[str, Any], md_table: str,
         f"lr {recipe.probe_lr:g}, one fixed configuration (no selection), mean ± std over readout seeds "
         f"{list(recipe.seeds)}, reported on the test scenes.", "",
         "## Frozen evaluation (Table 2 in miniature)", "", md_table, "",
-        "Arrows: ↑ higher is better, ↓ lower is better; bold: best mean of the column. Kinds: `pretrained` (SimpleMAE), "
-        "`random` (same architecture, random initialisation), `no features` (each task's trivial answer: "
-        "points and boxes that do not move, the mean training pose, the median training depth, the most frequent "
-        "class), `perframe` (the pretrained model fed one frame at a time, "
-        "repeated to fill its 2-frame tubelet, time stacked), `distilled` (the largest model distilled into the "
-        "smallest architecture).", "",
+        f"Arrows: ↑ higher is better, ↓ lower is better; bold: best mean of the column. Kinds: {kinds}.", "",
+        f"Params (M): the backbone as the probes ran it — the encoder at the demo's {shape} input, without "
+        "SimpleMAE's latent tokens and pixel decoder, which pretraining uses and the probes drop. `fourds models "
+        f"NAME --clip {shape}` shows the same count in its `encoder` column (where the recipe keeps the "
+        "preset's width and depth, as the default one does); its `total` adds the latents and the decoder, "
+        "and its `enc+lat` is at the preset's own input size, so both read larger. Readout widths above give each readout's parameter count once per backbone "
+        "width D: a readout's input projection has D inputs, so the same design is larger on a wider backbone.", "",
         "## Verdicts", "", f"A win is claimed only beyond the seeds' spread ({results['win_rule']}).", "",
         *[f"- {line}" for line in lines], "",
         "## Pretraining", "",

@@ -1,7 +1,7 @@
 """RealEstate10K relative camera pose (paper Appendix A.2.3).
 
 Target: the clip's relative pose ``inv(cam_to_world[-1]) @ cam_to_world[0]`` (first camera → last
-camera, DESIGN.md), as the 12 numbers of its row-major ``[R | t]``.
+camera, ``docs/conventions.md``), as the 12 numbers of its row-major ``[R | t]``.
 
 Readout (:class:`PoseReadout`): the features resampled to 16 steps, their first and last step
 concatenated along channels (tokens ``2D`` wide, one time step), one learned query, 256 channels, 8

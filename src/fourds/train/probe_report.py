@@ -56,11 +56,38 @@ def _is_path(name: str) -> bool:
     return ("/" in name or "\\" in name) and not name.startswith("hf:")
 
 
+#: The folder name every pretraining and distillation run writes its model to (``<run>/model``): it names
+#: nothing, so labels use the run folder above it.
+MODEL_FOLDER = "model"
+
+
+def _parts(name: str) -> tuple[str, ...]:
+    """A folder spec's path parts without a trailing ``model`` (``runs/tiny/model`` → ``runs``, ``tiny``)."""
+    parts = Path(os.path.normpath(name)).parts
+    return parts[:-1] if len(parts) > 1 and parts[-1] == MODEL_FOLDER else parts
+
+
+def model_name(spec: str) -> str | None:
+    """The architecture name in a model folder's ``config.json`` (``"4ds-tiny"``), when the folder is
+    still where the probe read it; None otherwise (or for registered names and adapter specs)."""
+    try:
+        name = json.loads((Path(spec) / "config.json").read_text()).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(name) if name else None
+
+
+def _with_arch(label: str, spec: str) -> str:
+    arch = model_name(spec) if _is_path(spec) else None
+    return label if arch is None or arch == label else f"{label} ({arch})"
+
+
 def backbone_label(run: dict[str, Any]) -> str:
-    """The short name of a run's backbone on its own: a folder's basename, else the spec as given.
-    Tables and plots use :func:`backbone_labels`, which keeps different backbones apart."""
+    """The short name of a run's backbone on its own: a folder's run name (``runs/tiny/model`` → ``tiny``,
+    plus the architecture from its ``config.json`` when readable: ``tiny (4ds-tiny)``), else the spec as
+    given. Tables and plots use :func:`backbone_labels`, which keeps different backbones apart."""
     name = str(run.get("backbone", "?"))
-    return Path(name).name if _is_path(name) else name
+    return _with_arch(_parts(name)[-1], name) if _is_path(name) else name
 
 
 def _identity(run: dict[str, Any]) -> tuple[str, int]:
@@ -72,36 +99,44 @@ def _identity(run: dict[str, Any]) -> tuple[str, int]:
 def backbone_labels(runs: Sequence[dict[str, Any]]) -> list[str]:
     """A label per run, the same for runs of one backbone and different for different backbones.
 
-    A model folder is named by the shortest path suffix that no other backbone shares (every pretraining
-    run writes ``<out>/model``, so ``runs/small/model`` and ``runs/base/model`` become ``small/model`` and
-    ``base/model``); backbones that still collide (a registered name with different overrides, one
-    folder evaluated at two sizes) get their parameter count appended, ``4ds-tiny (0.4M)``.
+    A model folder is named after its run (the ``model`` folder every pretraining run writes is dropped:
+    ``runs/small/model`` → ``small``), by the shortest path suffix that no other backbone shares
+    (``/data/a/x`` and ``/data/b/x`` → ``a/x`` and ``b/x``), followed by the architecture name from the
+    folder's ``config.json`` when it is readable (``small (4ds-s)``); backbones that still collide (a
+    registered name with different overrides, one folder evaluated at two sizes) get their parameter
+    count appended, ``4ds-tiny (0.4M)``.
     """
     ids = list(dict.fromkeys(_identity(r) for r in runs))
     depth = {i: 1 for i in ids}
 
     def label(i: tuple[str, int]) -> str:
         name = i[0]
-        return "/".join(Path(name).parts[-depth[i]:]) if _is_path(name) else name
+        return "/".join(_parts(name)[-depth[i]:]) if _is_path(name) else name
 
     while True:
         groups: dict[str, list[tuple[str, int]]] = defaultdict(list)
         for i in ids:
             groups[label(i)].append(i)
         grow = [i for members in groups.values() if len({m[0] for m in members}) > 1 for i in members
-                if _is_path(i[0]) and depth[i] < len(Path(i[0]).parts)]
+                if _is_path(i[0]) and depth[i] < len(_parts(i[0]))]
         if not grow:
             break
         for i in grow:
             depth[i] += 1
-    final = {i: label(i) for i in ids}
-    counts = defaultdict(int)
+    final = {i: _with_arch(label(i), i[0]) for i in ids}
+    counts: dict[str, int] = defaultdict(int)
     for i in ids:
         counts[final[i]] += 1
     for i in ids:
         if counts[final[i]] > 1:
             final[i] = f"{final[i]} ({i[1] / 1e6:.3g}M)"
     return [final[_identity(r)] for r in runs]
+
+
+def _metric(run: dict[str, Any]) -> str:
+    """The primary metric's name without the task prefix it is stored with (``synth_depth/abs_rel`` → ``abs_rel``)."""
+    key = str(run["primary_metric"])
+    return key[len(run["task"]) + 1:] if key.startswith(f"{run['task']}/") else key
 
 
 def _percent(run: dict[str, Any]) -> bool:
@@ -145,7 +180,7 @@ def markdown_tables(runs: Sequence[dict[str, Any]]) -> str:
         if not sel:
             continue
         tasks = list(dict.fromkeys(r["task"] for r in sel))
-        heads = {r["task"]: f"{r['task']} {r['primary_metric']}{' (%)' if _percent(r) else ''} {_arrow(r)}" for r in sel}
+        heads = {r["task"]: f"{r['task']} {_metric(r)}{' (%)' if _percent(r) else ''} {_arrow(r)}" for r in sel}
         cells: dict[tuple[str, str], str] = {}
         params: dict[str, float] = {}
         for r in sel:
@@ -228,8 +263,9 @@ def plot_layer_depth(runs: Sequence[dict[str, Any]], out: Path) -> list[Path]:
         for label, pts in sorted(lines.items()):
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label, ms=4)
         r = meta[task]
-        ax.set_title(f"{task} ({r['primary_metric']} {_arrow(r)})")
+        ax.set_title(f"{task} ({_metric(r)} {_arrow(r)})")
         ax.set_xlabel("readout layer depth (fraction)")
+        ax.set_ylabel(f"test {_metric(r)}{' (%)' if _percent(r) else ''}")
         ax.set_xlim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -255,8 +291,9 @@ def plot_size_scaling(runs: Sequence[dict[str, Any]], out: Path) -> list[Path]:
             for x, y, label in pts:
                 ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
-        ax.set_title(f"{task} ({sel[0]['primary_metric']} {_arrow(sel[0])})")
+        ax.set_title(f"{task} ({_metric(sel[0])} {_arrow(sel[0])})")
         ax.set_xlabel("backbone parameters")
+        ax.set_ylabel(f"test {_metric(sel[0])}{' (%)' if _percent(sel[0]) else ''}")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     paths = _save(fig, out, "size_scaling")

@@ -1,6 +1,6 @@
 """Qualitative probe outputs: depth next to ground truth, tracks and boxes on frames, camera trajectories.
 
-Predictions are read in the sample conventions of CONTRACTS.md through ``task.predictions(outputs,
+Predictions are read in the sample conventions of ``docs/conventions.md`` through ``task.predictions(outputs,
 batch) -> dict`` when the task defines it (else the outputs themselves when they are such a dict):
 ``depth`` ``(B, T, H, W)`` metres; ``tracks`` ``(B, P, T, 2)`` pixel (x, y) and ``visible`` ``(B, P, T)``;
 ``boxes`` ``(B, O, T, 4)`` pixel (x0, y0, x1, y1); ``relative_pose`` ``(B, 4, 4)`` (or ``(B, 12)``
@@ -22,6 +22,37 @@ from torch import Tensor
 from fourds.train.probe_data import collate_fn, task_clips, to_device
 
 log = logging.getLogger(__name__)
+
+#: Image directions every 45 degrees, counter-clockwise from "right" (the synthetic motion classes' order).
+COMPASS = ("right", "up-right", "up", "up-left", "left", "down-left", "down", "down-right")
+
+
+def motion_class_name(label: int, num_classes: int) -> str:
+    """The image direction of a synthetic motion class: class ``c`` of ``C`` moves at ``360 c / C``
+    degrees counter-clockwise from "right" (``fourds.data.synthetic.scene.sample_scene``).
+
+    Multiples of 45 degrees get a word (8 classes: 0 "right", 1 "up-right", 2 "up", ... 7 "down-right");
+    other angles their degrees, e.g. ``"30°"`` for class 1 of 12.
+    """
+    if not 0 <= label < num_classes:
+        raise ValueError(f"motion class {label} is outside [0, {num_classes}); the synthetic scenes draw "
+                         f"labels in [0, num_classes)")
+    degrees = 360.0 * label / num_classes
+    if abs(degrees / 45 - round(degrees / 45)) < 1e-9:
+        return COMPASS[round(degrees / 45) % 8]
+    return f"{degrees:g}°"
+
+
+def class_name(task: Any, label: int) -> str:
+    """A readable name for class ``label`` of ``task``: ``task.class_names[label]`` when the task has
+    them, the motion direction for the synthetic motion task (``num_classes`` directions), else the
+    number as text."""
+    names = getattr(task, "class_names", None)
+    if names is not None and 0 <= label < len(names):
+        return str(names[label])
+    if getattr(task, "name", "") == "synth_motion" and getattr(task, "num_classes", 0) > label >= 0:
+        return motion_class_name(label, task.num_classes)
+    return str(label)
 
 
 def predictions(task: Any, outputs: Any, batch: dict[str, Any]) -> dict[str, Tensor]:
@@ -59,9 +90,32 @@ def draw_depth(ax_rows: Any, video: np.ndarray, gt: np.ndarray, pred: np.ndarray
     ax_rows[2, 0].set_ylabel("predicted" if pred is not None else "(no prediction)")
 
 
+def points_legend(predicted: bool) -> list[Any]:
+    """Legend entries of :func:`draw_points`: what the markers and lines mean (colours = tracks)."""
+    from matplotlib.lines import Line2D
+
+    grey = "0.25"
+    handles = [Line2D([], [], ls="", marker="o", mfc="none", mec=grey, mew=1.2, label="true point (visible ones)")]
+    if predicted:
+        handles += [Line2D([], [], ls="", marker="x", color=grey, mew=1.2, label="predicted point (predicted visible)"),
+                    Line2D([], [], color=grey, lw=0.8, label="error: true to predicted")]
+    return handles + [Line2D([], [], ls="", label="one colour per track")]
+
+
+def boxes_legend(predicted: bool) -> list[Any]:
+    """Legend entries of :func:`draw_boxes` (colours = objects)."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="0.25", lw=1.5, label="true box")]
+    if predicted:
+        handles.append(Line2D([], [], color="0.25", lw=1.5, ls="--", label="predicted box"))
+    return handles + [Line2D([], [], ls="", label="one colour per object")]
+
+
 def draw_points(axes: Sequence[Any], video: np.ndarray, gt: np.ndarray, gt_vis: np.ndarray,
                 pred: np.ndarray | None, pred_vis: np.ndarray | None) -> None:
-    """Ground-truth tracks (circles, visible only) and predicted tracks (crosses) on frames."""
+    """Ground-truth tracks (circles, visible only) and predicted tracks (crosses) on frames; the
+    legend is :func:`points_legend`."""
     frames = _frames(video.shape[0], len(axes))
     colours = __import__("matplotlib").colormaps["tab20"](np.arange(gt.shape[0]) % 20)
     for ax, t in zip(axes, frames):
@@ -77,7 +131,7 @@ def draw_points(axes: Sequence[Any], video: np.ndarray, gt: np.ndarray, gt_vis: 
 
 
 def draw_boxes(axes: Sequence[Any], video: np.ndarray, gt: np.ndarray, valid: np.ndarray, pred: np.ndarray | None) -> None:
-    """Ground-truth boxes (solid) and predicted boxes (dashed) on frames."""
+    """Ground-truth boxes (solid) and predicted boxes (dashed) on frames; the legend is :func:`boxes_legend`."""
     from matplotlib.patches import Rectangle
 
     frames = _frames(video.shape[0], len(axes))
@@ -140,6 +194,7 @@ def visualize_sample(task: Any, sample: dict[str, Any], pred: dict[str, Tensor],
     video = (video.float() / 255.0 if video.dtype == torch.uint8 else video.float()).clamp(0, 1).cpu().numpy()
     cols = min(4, video.shape[0])
     fig = None
+    legend: list[Any] = []
     title = f"{task.name}: {path.stem}"
     if "depth" in sample:
         fig, axes = plt.subplots(3, cols, figsize=(3 * cols, 8), squeeze=False)
@@ -150,9 +205,11 @@ def visualize_sample(task: Any, sample: dict[str, Any], pred: dict[str, Tensor],
         pred_t, pred_v = _np(pred.get("tracks")), _np(pred.get("visible"))
         draw_points(axes[0], video, _np(sample["tracks"])[keep], _np(sample["visible"]).astype(bool)[keep],
                     None if pred_t is None else pred_t[keep], None if pred_v is None else pred_v.astype(bool)[keep])
+        legend = points_legend(pred_t is not None)
     elif "boxes" in sample:
         fig, axes = plt.subplots(1, cols, figsize=(3.2 * cols, 3.4), squeeze=False)
         draw_boxes(axes[0], video, _np(sample["boxes"]), _np(sample["box_valid"]).astype(bool), _np(pred.get("boxes")))
+        legend = boxes_legend(pred.get("boxes") is not None)
     elif "cam_to_world" in sample:
         fig = plt.figure(figsize=(10, 4))
         for j, t in enumerate(_frames(video.shape[0], 2)):
@@ -166,17 +223,29 @@ def visualize_sample(task: Any, sample: dict[str, Any], pred: dict[str, Tensor],
         fig, axes = plt.subplots(1, cols, figsize=(3 * cols, 3.2), squeeze=False)
         for ax, t in zip(axes[0], _frames(video.shape[0], cols)):
             _show(ax, video[t])
+            ax.set_title(f"frame {t}")
             ax.axis("off")
         guess = pred.get("label", pred["logits"].argmax(-1) if "logits" in pred else None)
-        title += f" — true class {int(sample['label'])}" + ("" if guess is None else f", predicted {int(guess)}")
+        true = int(sample["label"])
+        title += f" — true: {class_name(task, true)} ({true})"
+        if guess is not None:
+            mark = "right" if int(guess) == true else "wrong"
+            title += f", predicted: {class_name(task, int(guess))} ({int(guess)}, {mark})"
     if fig is None:
         return None
     for ax in fig.axes:
         if ax.name != "3d":
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    # Room for the title above and the legend below the panels (tight_layout alone ignores both).
+    height = fig.get_size_inches()[1]
+    top = 1 - 0.25 / height
+    bottom = 0.25 / height if legend else 0.0
+    fig.suptitle(title, fontsize=9, y=1 - 0.08 / height, va="top")
+    if legend:
+        fig.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=7, frameon=False,
+                   handletextpad=0.4, columnspacing=1.2)
+    fig.tight_layout(rect=(0, bottom, 1, top))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -4,7 +4,7 @@
 map-style dataset whose sample ``i`` is the deterministic clip of video ``i`` starting at frame
 ``start`` (``"center"``: the centred clip) with the dataset's protocol stride unless given, at the
 stored resolution unless ``size`` (an int short side or ``(h, w)``). Samples are dicts in the
-conventions of ``SyntheticScenes`` / DESIGN.md: ``video`` uint8 ``(T, H, W, 3)`` (convert with
+conventions of ``SyntheticScenes`` / ``docs/conventions.md``: ``video`` uint8 ``(T, H, W, 3)`` (convert with
 :func:`fourds.data.to_float`), ``id`` (str), and per dataset ``label`` int64 0-d; ``intrinsics`` (3, 3)
 pixels and ``cam_to_world`` (T, 4, 4) OpenCV; ``tracks`` (P, T, 2) (x, y) pixels with ``visible``
 (P, T) and ``query_points`` (P, 3) (t, y, x); ``boxes`` (O, T, 4) (x0, y0, x1, y1) pixels with

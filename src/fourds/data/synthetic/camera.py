@@ -1,6 +1,6 @@
 """Pinhole camera of the procedural scenes: intrinsics, the look-at pose, rays and projection.
 
-Conventions (``../shared/DESIGN.md``): the world is z-up (the ground is the plane z = 0); cameras use
+Conventions (``docs/conventions.md``): the world is z-up (the ground is the plane z = 0); cameras use
 OpenCV axes (x right, y down, z forward); ``cam_to_world`` maps camera coordinates to world
 coordinates; pixel (row i, column j) covers [j, j+1) x [i, i+1), its centre is (j + 0.5, i + 0.5), and
 the intrinsics map camera coordinates to these raster coordinates.

@@ -1,6 +1,6 @@
 """Writing synthetic scenes to disk in the point-track ``.npz`` format (fourds export v1).
 
-The format is the one the Kubric MOVi-E reader reads (``../shared/DATASETS.md`` section 5), so the
+The format is the one the Kubric MOVi-E reader reads (``docs/datasets.md``, "Kubric MOVi-E point tracks"), so the
 synthetic export exercises the same code path as real data. One file per video,
 ``{out}/{split}/{index:06d}.npz``:
 
