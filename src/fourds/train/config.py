@@ -13,7 +13,7 @@ from fourds.models.registry import build_configs, get_preset
 
 STRATEGIES = ("auto", "none", "ddp", "fsdp")
 PRECISIONS = ("auto", "fp32", "bf16")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_MODES = ("reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 DEVICES = ("auto", "cpu", "cuda")
 
 #: Keys a resumed run may change: where the run lives, how long it runs, how it logs and checkpoints, and
@@ -63,7 +63,7 @@ class RunSettings:
     grad_accum: int = 1
     activation_checkpointing: bool = False
     compile: bool = False
-    compile_mode: str = "default"
+    compile_mode: str | None = None
     num_workers: int | None = None
     max_decode_failures: float = 0.01
     debug_rank_logs: bool = False
@@ -111,11 +111,11 @@ class PretrainConfig(RunSettings):
         grad_accum: micro-batches per optimiser step (per-rank batch = batch / (world * accum)).
         activation_checkpointing: recompute blocks in backward to save memory.
         compile: ``torch.compile`` each block (slow to start: minutes on a CPU, where it does not pay).
-        compile_mode: ``torch.compile`` mode with ``--compile``: ``default``, ``reduce-overhead``
-            (CUDA graphs: for small, launch-bound models on a GPU), ``max-autotune``,
+        compile_mode: ``torch.compile`` mode with ``--compile`` (unset: torch's standard mode):
+            ``reduce-overhead`` (CUDA graphs, for small launch-bound models on a GPU), ``max-autotune``,
             ``max-autotune-no-cudagraphs``.
-        num_workers: DataLoader worker processes (0 = in the main process); default: 0 on the CPU, on
-            CUDA ``min(8, cores - 1)`` so that clips are decoded and augmented off the step's critical path.
+        num_workers: DataLoader worker processes (0 = in the main process; unset: 0 on the CPU, on CUDA
+            ``min(8, cores - 1)`` so that clips are decoded and augmented off the step's critical path).
         max_decode_failures: file sources skip videos that fail to decode (counted in the logged
             scalars, each named once); the run stops when more than this fraction of the decode
             attempts so far have failed (summed over ranks), once at least 10 have failed.
@@ -274,7 +274,8 @@ def validate_run_fields(cfg: Any) -> None:
     need(cfg.strategy in STRATEGIES, f"--strategy {cfg.strategy!r}: choose one of {STRATEGIES}")
     need(cfg.precision in PRECISIONS, f"--precision {cfg.precision!r}: choose one of {PRECISIONS}")
     need(cfg.device in DEVICES, f"--device {cfg.device!r}: choose one of {DEVICES}")
-    need(cfg.compile_mode in COMPILE_MODES, f"--compile-mode {cfg.compile_mode!r}: choose one of {COMPILE_MODES}")
+    need(cfg.compile_mode is None or cfg.compile_mode in COMPILE_MODES,
+         f"--compile-mode {cfg.compile_mode!r}: choose one of {COMPILE_MODES} (or leave it unset)")
     for name in ("steps", "batch_size", "num_frames", "frame_stride", "image_size", "grad_accum",
                  "save_every", "log_every", "keep_checkpoints"):
         value = getattr(cfg, name)

@@ -74,8 +74,10 @@ class DistillConfig(RunSettings):
         grad_accum: micro-batches per optimiser step.
         activation_checkpointing: recompute student blocks in backward to save memory.
         compile: ``torch.compile`` each student block.
-        num_workers: DataLoader worker processes (0 = in the main process); default: 0 on the CPU,
-            ``min(8, cores - 1)`` on CUDA.
+        compile_mode: ``torch.compile`` mode with ``--compile`` (unset: torch's standard mode):
+            ``reduce-overhead`` (CUDA graphs), ``max-autotune``, ``max-autotune-no-cudagraphs``.
+        num_workers: DataLoader worker processes (0 = in the main process; unset: 0 on the CPU,
+            ``min(8, cores - 1)`` on CUDA).
         max_decode_failures: stop when more than this fraction of a file source's videos failed to decode.
         debug_rank_logs: every rank writes ``rank{r}.jsonl`` with its loss and a parameter checksum.
     """

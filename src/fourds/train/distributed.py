@@ -156,7 +156,7 @@ def resolve_strategy(strategy: str, info: DistInfo) -> str:
 
 
 def apply_block_switches(model: nn.Module, activation_checkpointing: bool, compile_blocks: bool,
-                         compile_mode: str = "default") -> None:
+                         compile_mode: str | None = None) -> None:
     """Activation checkpointing, then per-block ``torch.compile`` in ``compile_mode`` (in place:
     parameter names unchanged). Each block compiles once for the visible-token and once for the
     latent-joined sequence length (``dynamic=False``: static shapes, the fastest kernels)."""
@@ -164,7 +164,7 @@ def apply_block_switches(model: nn.Module, activation_checkpointing: bool, compi
         model.set_grad_checkpointing(True)
     if compile_blocks:
         for block in _blocks(model):
-            block.compile(mode=None if compile_mode == "default" else compile_mode, dynamic=False)
+            block.compile(mode=compile_mode, dynamic=False)
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:

@@ -101,7 +101,7 @@ def parallelize_and_init(model: nn.Module, cfg: Any, info: DistInfo, strategy: s
     FSDP: no rank ever holds more than one full parameter), so every device, strategy and world size
     starts from bit-identical weights. Returns (trained module, plain module inside it).
     """
-    apply_block_switches(model, cfg.activation_checkpointing, cfg.compile, getattr(cfg, "compile_mode", "default"))
+    apply_block_switches(model, cfg.activation_checkpointing, cfg.compile, getattr(cfg, "compile_mode", None))
     if strategy == "fsdp":
         shard_fsdp(model, info, bf16)
     model.to_empty(device=info.device)
