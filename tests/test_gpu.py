@@ -132,3 +132,14 @@ def test_extract_and_depth_on_cuda(tmp_path):
     assert cli(["depth", str(tmp_path / "v.npy"), "--model", str(model_dir), "--out", str(tmp_path / "d"),
                 "--device", "cuda", "--no-progress"]) == 0
     assert np.isfinite(np.load(tmp_path / "d" / "v_depth.npy")).all()
+
+
+def test_feature_memo_on_cuda_serves_clips_converted_on_either_device():
+    from fourds.data import to_float
+    from fourds.demo.features import FeatureMemo
+
+    memo = FeatureMemo(create("4ds-tiny")).to("cuda")
+    clips = torch.randint(0, 256, (3, 16, 64, 64, 3), dtype=torch.uint8)
+    assert memo.precompute([to_float(c) for c in clips], [2], batch_size=2) == 3
+    (feats,) = memo.features(to_float(clips.cuda()), [2])  # converted on the GPU: same keys, no miss
+    assert memo.misses == 3 and memo.hits == 3 and feats.device.type == "cuda"

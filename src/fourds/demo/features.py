@@ -29,7 +29,7 @@ from fourds.models.io import save_weights_atomic
 def clip_key(clip: Tensor) -> str:
     """Hash of one clip ``(T, H, W, 3)``: its shape, dtype and every byte of its pixels (blake2b, read
     in place: no copy of the pixels)."""
-    data = clip.detach().to("cpu").contiguous()
+    data = clip.detach().to("cpu").contiguous()  # a no-op for a CPU clip
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{tuple(data.shape)}:{data.dtype}".encode())
     h.update(data.reshape(-1).view(torch.uint8).numpy())
@@ -73,18 +73,29 @@ class FeatureMemo(nn.Module):
         """``video`` ``(B, T, H, W, 3)`` float in [0, 1] → one ``(B, T', N, C)`` tensor per layer (all
         ``num_layers + 1`` when ``layers`` is None), from the memo where every asked layer is stored."""
         wanted = resolve_layers(list(layers), self.num_layers) if layers is not None else list(range(self.num_layers + 1))
-        keys = [clip_key(clip) for clip in video]
+        on_cpu = video.detach().to("cpu")  # one device -> host copy per batch, not one per clip
+        keys = [clip_key(clip) for clip in on_cpu]
         todo = [b for b, k in enumerate(keys) if not all(layer in self.store.get(k, {}) for layer in wanted)]
         if todo:
-            feats = self.inner.features(video[todo], layers=wanted)
+            device = self.device
+            batch = (video if video.device == device else video.to(device))[todo]
+            feats = [f.to("cpu", torch.float32) for f in self.inner.features(batch, layers=wanted)]
             for row, b in enumerate(todo):
                 entry = self.store.setdefault(keys[b], {})
                 for layer, f in zip(wanted, feats):
-                    entry[layer] = f[row].to("cpu", torch.float32).clone()
+                    entry[layer] = f[row].clone()
         self.misses += len(todo)
         self.hits += len(keys) - len(todo)
-        device = video.device
-        return [torch.stack([self.store[k][layer] for k in keys]).to(device) for layer in wanted]
+        out = [torch.stack([self.store[k][layer] for k in keys]) for layer in wanted]
+        if video.device.type == "cuda":
+            return [t.pin_memory().to(video.device, non_blocking=True) for t in out]
+        return [t.to(video.device) for t in out]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the inner backbone runs (its first parameter's device; the CPU for a parameter-free one)."""
+        param = next(self.inner.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
 
     def precompute(self, videos: Iterable[Tensor], layers: Sequence[int], batch_size: int = 16,
                    progress: Any = None) -> int:

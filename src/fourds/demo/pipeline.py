@@ -237,7 +237,9 @@ def distinct_clips(recipe: DemoRecipe, pools: Pools) -> list[torch.Tensor]:
 
 def backbone_features(entry: Entry, recipe: DemoRecipe, out: Path, clips: list[torch.Tensor], layers: list[int]) -> FeatureMemo:
     """The entry's backbone behind a :class:`FeatureMemo` holding every pool clip's features."""
-    memo = FeatureMemo(entry.build())
+    # The backbone pass runs on the GPU where there is one (bit-identical pixels on every device, so the
+    # memo's keys match the probe's clips either way).
+    memo = FeatureMemo(entry.build()).to("cuda" if torch.cuda.is_available() else "cpu")
     path = out / "cache" / "features" / f"{entry.label}.safetensors"
     if path.is_file():
         memo.load(path)
