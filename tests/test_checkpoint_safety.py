@@ -117,7 +117,8 @@ def test_no_intact_checkpoint_is_a_clear_error_and_deletes_nothing(finished_run,
 def test_validation_comes_before_loading_so_a_model_is_never_half_loaded(finished_run, tmp_path):
     run = copy_run(finished_run, tmp_path)
     path = run / "checkpoints" / "step_00000008"
-    (path / "rng_rank0.pt").write_bytes(b"\x80\x04 broken")  # the last file read
+    (path / "rng_rank0.pt").write_bytes(b"\x80\x04 broken")  # the last file read...
+    (path / "checksums.json").unlink()  # ...and no checksums to catch it early (a pre-checksum checkpoint)
     model = fm.simple_mae("4ds-tiny", input_size=(4, 32, 32))
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.AdamW(model.parameters())
