@@ -337,3 +337,36 @@ def test_finalize_drops_optimizer_state_and_keeps_model_folders(finished_run, tm
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "step_00000008 has no optimiser state" in text and "unreadable" not in text, text
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000008", "step_00000010"]
+
+
+@pytest.mark.slow  # three 2-rank torchrun runs: ~80 s on 2 cores
+def test_fsdp_async_save_killed_mid_save_and_a_damaged_shard_both_resume_bit_identical(tmp_path):
+    """Two CPU ranks (gloo): dcp.async_save, SIGKILL before the checkpoint is complete, resume; then a
+    truncated DCP shard in the newest checkpoint falls back to the previous one on every rank."""
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "fourds"]
+    args = [*SMALL[:-6], "--steps", "6", "--save-every", "2", "--warmup-steps", "2", "--strategy", "fsdp"]
+
+    def torchrun(out, env_extra=None, extra=(), check=True):
+        env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+        proc = subprocess.run([sys.executable, *launcher, *args, "--out", str(out), *extra], env=env,
+                              capture_output=True, text=True, timeout=300)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"exit {proc.returncode}\n{proc.stderr[-3000:]}")
+        return proc
+
+    torchrun(tmp_path / "whole")
+    cut = tmp_path / "cut"
+    killed = torchrun(cut, env_extra={"FOURDS_FAULT_IN_SAVE": "4"}, check=False)
+    assert killed.returncode != 0
+    names = sorted(p.name for p in (cut / "checkpoints").iterdir())
+    assert names == [".tmp_step_00000004", "step_00000002"], names
+    torchrun(cut, extra=["--resume"])
+    assert_same_weights(tmp_path / "whole" / "model", cut / "model")
+
+    shard = sorted((cut / "checkpoints" / "step_00000006" / "dcp").glob("*.distcp"))[-1]
+    shard.write_bytes(shard.read_bytes()[:100])
+    shutil.copytree(cut / "model", tmp_path / "reference")
+    proc = torchrun(cut, extra=["--resume"])
+    assert f"step_00000006/dcp/{shard.name}" in proc.stderr and "trying the previous checkpoint" in proc.stderr
+    assert (cut / "checkpoints" / "step_00000006.unreadable").is_dir()
+    assert_same_weights(tmp_path / "reference", cut / "model")

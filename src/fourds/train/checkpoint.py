@@ -21,15 +21,17 @@ What survives a crash:
   is loaded into the model or optimiser, so a half-loaded model is impossible. An unreadable checkpoint
   gives a warning naming the file and why, is moved aside to ``step_XXXXXXXX.unreadable`` (nothing is
   deleted), and the newest intact one is used; if none is intact, a RuntimeError lists each problem.
-- ``save(..., background=True)`` (unsharded runs) copies the state to CPU memory at the step boundary
-  and writes it in a background thread; the next save, :meth:`Checkpointer.wait` or the end of the loop
-  waits for it, and a background failure is raised there. Sharded (FSDP/DCP) saves always block.
+- ``save(..., background=True)`` copies the state to CPU memory at the step boundary and writes it in a
+  background thread (FSDP2 runs: ``torch.distributed.checkpoint.async_save`` on a gloo group of its
+  own); the next save, :meth:`Checkpointer.wait` or the end of the loop waits for it, renames it into
+  place, and raises a background failure there.
 
 State files load with ``torch.load(weights_only=True)``: no pickled code is ever executed.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -40,6 +42,7 @@ import shutil
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +176,7 @@ class Checkpointer:
         root: the checkpoints folder.
         info: this process's rank and device.
         keep: how many step checkpoints to keep (older ones are removed after a new one is complete).
-        sharded: FSDP2 run (DCP sharded model/optimiser; saves always block).
+        sharded: FSDP2 run (DCP sharded model/optimiser).
     """
 
     def __init__(self, root: str | Path, info: DistInfo, keep: int = 2, sharded: bool = False) -> None:
@@ -184,6 +187,8 @@ class Checkpointer:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._pending: Path | None = None
+        self._sharded_pending: tuple[int, Path, Path, Any] | None = None
+        self._gloo: Any = None
 
     def step_dirs(self) -> list[Path]:
         """Complete checkpoints, oldest first (temporary and moved-aside folders are not listed)."""
@@ -205,10 +210,10 @@ class Checkpointer:
              background: bool = False) -> Path:
         """Write the checkpoint of ``step`` (collective: every rank must call it); returns its final path.
 
-        With ``background`` (unsharded runs; ignored for sharded ones) the model, optimiser and RNG state
-        are copied to CPU memory now and written by a background thread; the checkpoint appears at the
-        returned path once complete. A previous background save is waited for first, and its error, if
-        any, is raised here.
+        With ``background`` the model, optimiser and RNG state are copied to CPU memory now and written
+        by a background thread (sharded runs: ``dcp.async_save``); the checkpoint appears at the returned
+        path once complete (sharded: at the next :meth:`wait` or :meth:`save`, a collective). A previous
+        background save is waited for first, and its error, if any, is raised here.
 
         Raises:
             RuntimeError: the write failed (e.g. a full disk); the message names the intact previous
@@ -227,7 +232,7 @@ class Checkpointer:
         barrier()
         rng = rng_state()
         if self.sharded:
-            self._save_sharded(step, model, optimizer, state, final, tmp, rng)
+            self._save_sharded(step, model, optimizer, state, final, tmp, rng, background)
             return final
         if not self.info.is_main:
             save_torch_atomic(rng, tmp / f"rng_rank{self.info.rank}.pt")
@@ -276,21 +281,46 @@ class Checkpointer:
             raise
 
     def _save_sharded(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
-                      final: Path, tmp: Path, rng: dict[str, Any]) -> None:
+                      final: Path, tmp: Path, rng: dict[str, Any], background: bool) -> None:
+        """FSDP2: DCP shards (``dcp.async_save`` when ``background``: it copies the shards to CPU memory
+        and returns; :meth:`wait` completes the checkpoint on every rank), the training state and RNG."""
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
         failure: BaseException | None = None
+        future = None
         try:
             model_sd, optim_sd = get_state_dict(model, optimizer)
-            dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "dcp"))
-            if os.environ.get(FAULT_SAVE_ENV) == str(step):
-                os.kill(os.getpid(), signal.SIGKILL)
+            sd = {"model": model_sd, "optim": optim_sd}
+            if background:
+                future = dcp.async_save(sd, checkpoint_id=str(tmp / "dcp"), process_group=self._cpu_group())
+            else:
+                dcp.save(sd, checkpoint_id=str(tmp / "dcp"))
             if self.info.is_main:
-                save_torch_atomic({**state, "step": step}, tmp / STATE_NAME)
+                save_torch_atomic({**_cpu_copy(state, copy=True), "step": step}, tmp / STATE_NAME)
             save_torch_atomic(rng, tmp / f"rng_rank{self.info.rank}.pt")
         except (WriteError, OSError) as err:
             failure = err
+        if future is not None and failure is None:
+            self._sharded_pending = (step, final, tmp, future)
+            self._pending = final
+            return
+        if future is not None:
+            with suppress(Exception):
+                future.result()
+        self._complete_sharded(step, final, tmp, failure)
+
+    def _cpu_group(self) -> Any:
+        """A gloo process group of its own for ``dcp.async_save`` (its write thread runs collectives while
+        the loop runs its own on the default group; created at the first background save, on every rank)."""
+        if self._gloo is None:
+            self._gloo = dist.new_group(backend="gloo")
+        return self._gloo
+
+    def _complete_sharded(self, step: int, final: Path, tmp: Path, failure: BaseException | None) -> None:
+        """Collective: agree that every rank wrote its files, then rank 0 renames ``tmp`` into place."""
+        if failure is None and os.environ.get(FAULT_SAVE_ENV) == str(step):
+            os.kill(os.getpid(), signal.SIGKILL)
         if all_reduce_min(0.0 if failure else 1.0, self.info.device) < 1.0:
             if self.info.is_main:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -331,8 +361,19 @@ class Checkpointer:
                                     f"behind and {where}")
 
     def wait(self) -> None:
-        """Block until the background save (if any) is complete; raise its error (once)."""
+        """Block until the background save (if any) is complete; raise its error (once). Collective for
+        sharded runs (every rank calls it at the same point, as :meth:`save`)."""
         self._join()
+        if self._sharded_pending is not None:
+            step, final, tmp, future = self._sharded_pending
+            self._sharded_pending = None
+            failure: BaseException | None = None
+            try:
+                future.result()
+            except Exception as err:  # the shards of this rank were not written
+                failure = err if isinstance(err, (OSError, WriteError)) else OSError(errno.EIO, str(err)[:300])
+            self._pending = None
+            self._complete_sharded(step, final, tmp, failure)
         err, self._error = self._error, None
         pending, self._pending = self._pending, None
         if err is not None:
@@ -347,7 +388,16 @@ class Checkpointer:
             self._thread = None
 
     def wait_quietly(self) -> None:
-        """:meth:`wait`, logging instead of raising a background error (for error paths that already raise)."""
+        """:meth:`wait`, logging instead of raising a background error (for error paths that already raise).
+
+        A pending sharded save is only waited for locally (no collective: the other ranks may not be here);
+        it stays in its temporary folder and the previous checkpoint remains the newest."""
+        if self._sharded_pending is not None:
+            _, final, _, future = self._sharded_pending
+            self._sharded_pending = self._pending = None
+            with suppress(Exception):
+                future.result()
+            log.warning("the background save of %s was abandoned (the run stopped with an error)", final)
         try:
             self.wait()
         except RuntimeError as err:
