@@ -291,6 +291,15 @@ def test_background_save_writes_the_state_of_the_step_it_was_called_at(tmp_path,
     assert all(torch.equal(saved[k], expected[k]) for k in expected)
     state = torch.load(second / "train_state.pt", weights_only=True)
     assert torch.equal(state["optimizer"]["state"][0]["exp_avg"], moment) and state["note"] == "x"
+    # the next background save reuses the snapshot buffers: still the state of its own step
+    expected = {k: v.clone() for k, v in vit.state_dict().items()}
+    third = ckpt.save(3, vit, opt, {}, background=True)
+    with torch.no_grad():
+        for p in vit.parameters():
+            p.mul_(2.0)
+    ckpt.wait()
+    saved = load_file(str(third / "model.safetensors"))
+    assert all(torch.equal(saved[k], expected[k]) for k in expected)
 
 
 def test_background_save_errors_surface_at_the_next_wait(tmp_path, monkeypatch):

@@ -151,6 +151,43 @@ def _cpu_copy(obj: Any, copy: bool) -> Any:
     return obj
 
 
+class _Staging:
+    """Reusable CPU buffers for background-save snapshots: the tensors of one snapshot are copied into
+    the buffers of the previous one (same traversal order, same shapes), so a periodic save touches warm
+    memory instead of allocating (and page-faulting) gigabytes each time; pinned when copying from CUDA.
+    Only used once the previous background write has finished."""
+
+    def __init__(self) -> None:
+        self.buffers: list[torch.Tensor] = []
+        self.index = 0
+
+    def __call__(self, obj: Any) -> Any:
+        self.index = 0
+        out = self._copy(obj)
+        del self.buffers[self.index:]
+        return out
+
+    def _copy(self, obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach()
+            if hasattr(t, "to_local"):  # a DTensor is never staged here (sharded saves use DCP)
+                return t.to("cpu", copy=True)
+            i = self.index
+            self.index += 1
+            if i < len(self.buffers) and self.buffers[i].shape == t.shape and self.buffers[i].dtype == t.dtype:
+                buf = self.buffers[i]
+            else:
+                buf = torch.empty(t.shape, dtype=t.dtype, pin_memory=t.is_cuda)
+                self.buffers[i:i + 1] = [buf]
+            buf.copy_(t, non_blocking=t.is_cuda)
+            return buf
+        if isinstance(obj, dict):
+            return {k: self._copy(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(self._copy(v) for v in obj)
+        return obj
+
+
 def _clone_tree(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.detach().clone()
@@ -189,6 +226,7 @@ class Checkpointer:
         self._pending: Path | None = None
         self._sharded_pending: tuple[int, Path, Path, Any] | None = None
         self._gloo: Any = None
+        self._staging = _Staging()
 
     def step_dirs(self) -> list[Path]:
         """Complete checkpoints, oldest first (temporary and moved-aside folders are not listed)."""
@@ -240,12 +278,16 @@ class Checkpointer:
             barrier()
             return final
         barrier()
-        weights = _cpu_copy(model.state_dict(), copy=background)
+        if background:  # a snapshot: the loop goes on changing the live tensors in place
+            weights, optim = self._staging({"w": model.state_dict(), "o": optimizer.state_dict()}).values()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # the non-blocking device-to-host copies are complete
+        else:
+            weights, optim = _cpu_copy(model.state_dict(), copy=False), _cpu_copy(optimizer.state_dict(), copy=False)
         job = {
             "weights": weights,
             "config": model_folder_config(model, {"step": step}),
-            "state": {**_cpu_copy(state, copy=background), "optimizer": _cpu_copy(optimizer.state_dict(), copy=background),
-                      "step": step},
+            "state": {**_cpu_copy(state, copy=True), "optimizer": optim, "step": step},
             "rng": rng,
         }
         if background:
