@@ -121,7 +121,7 @@ def safe_load(path: Path) -> Any:
     except Exception as err:  # UnpicklingError for unsafe content, RuntimeError/EOFError for corrupt files
         raise RuntimeError(
             f"refusing to load {path}: not a plain-tensor training state ({type(err).__name__}: {str(err)[:200]}). "
-            f"fourds never unpickles code; delete this checkpoint to resume from the previous one."
+            f"fourds never unpickles code (the file is damaged, or was not written by fourds)."
         ) from err
 
 
