@@ -154,6 +154,8 @@ def _fake(kind: str, path: Path, state: dict) -> None:
         path.write_text("<!DOCTYPE html><html><body>SECRET-TOKEN Sign in to continue</body></html>")
     elif kind == "empty":
         path.write_bytes(b"")
+    elif kind == "lfs":
+        path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 1234\n")
     elif kind == "gzip":
         path.write_bytes(gzip.compress(pickle.dumps(state)))
     else:
@@ -163,7 +165,7 @@ def _fake(kind: str, path: Path, state: dict) -> None:
 @pytest.mark.parametrize("kind,looks", [
     ("zip", "a zip archive (the format of torch.save"), ("pickle", "a Python pickle"),
     ("html", "an HTML or XML page"), ("empty", "an empty file"), ("gzip", "a gzip-compressed file"),
-    ("random", "unrecognised binary data"),
+    ("random", "unrecognised binary data"), ("lfs", "a Git LFS pointer"),
 ])
 def test_a_non_safetensors_model_file_says_what_it_is(kind, looks, tmp_path):
     vit = fm.create("4ds-tiny", input_size=(4, 32, 32))
