@@ -11,7 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -274,19 +274,22 @@ def _model_and_optimizer():
 def test_background_save_writes_the_state_of_the_step_it_was_called_at(tmp_path, monkeypatch):
     import fourds.train.checkpoint as ck
 
-    real = ck.save_weights_atomic
-    monkeypatch.setattr(ck, "save_weights_atomic", lambda *a, **k: (time.sleep(0.5), real(*a, **k)))
+    real, go = ck.save_weights_atomic, threading.Event()
+    monkeypatch.setattr(ck, "save_weights_atomic", lambda *a, **k: (go.wait(30), real(*a, **k)))
+    go.set()
     vit, opt = _model_and_optimizer()
     expected = {k: v.clone() for k, v in vit.state_dict().items()}
     moment = opt.state_dict()["state"][0]["exp_avg"].clone()
     ckpt = Checkpointer(tmp_path / "ckpt", CPU, keep=1)
     first = ckpt.save(1, vit, opt, {})
+    go.clear()  # the writer of the next save waits until the loop below has changed everything
     second = ckpt.save(2, vit, opt, {"note": "x"}, background=True)
     assert not second.exists() and first.exists()  # still being written; nothing rotated yet
     with torch.no_grad():  # the training loop goes on and changes everything in place
         for p in vit.parameters():
             p.add_(1.0)
         opt.state_dict()["state"][0]["exp_avg"].add_(1.0)
+    go.set()
     ckpt.wait()
     assert sorted(p.name for p in ckpt.root.iterdir()) == ["step_00000002"]  # rotated only after the rename
     saved = load_file(str(second / "model.safetensors"))

@@ -186,7 +186,11 @@ def start_run(cfg: Any, write_config: bool = True) -> Run:
     out = Path(cfg.out)
     lock_run(out, info)  # <out>/.lock for the run's life: a second run on this --out fails with our PID
     ckpt = Checkpointer(out / "checkpoints", info, keep=cfg.keep_checkpoints, sharded=strategy == "fsdp")
-    _check_run_dir(cfg, ckpt)
+    try:
+        _check_run_dir(cfg, ckpt)
+    except ValueError:
+        release_run_folder(out)
+        raise
     run = Run(info, strategy, bf16, out, ckpt)
     if write_config:
         write_run_config(cfg, run)
