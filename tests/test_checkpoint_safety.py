@@ -245,18 +245,28 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypa
 
 def test_a_second_run_on_one_out_names_the_lock_and_its_holder(tmp_path):
     out = tmp_path / "run"
+    # The holder forks a child that outlives it, as data-loader workers do for a few seconds after the
+    # run is SIGKILLed: the lock must die with the holder, not with its last child.
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from fourds.fileio import lock_run_folder; "
-                               "lock_run_folder(sys.argv[1]); print('locked', flush=True); time.sleep(120)", str(out)],
+        [sys.executable, "-c", "import os, sys, time; from fourds.fileio import lock_run_folder; "
+                               "lock_run_folder(sys.argv[1]); child = os.fork(); "
+                               "print('locked', child, flush=True) if child else None; time.sleep(60)", str(out)],
         env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.PIPE, text=True)
+    child = 0
     try:
-        assert holder.stdout.readline().strip() == "locked"
+        word, child = holder.stdout.readline().split()
+        child = int(child)
+        assert word == "locked"
         with pytest.raises(RuntimeError, match=rf"in use by another fourds run: process {holder.pid} holds .*run/\.lock"):
             pretrain(small_cfg(out, steps=2))
-    finally:
-        holder.kill()  # a crash: the kernel releases the lock
+        holder.kill()  # a crash: the kernel releases the lock although the forked child still runs
         holder.wait()
-    pretrain(small_cfg(out, steps=2))
+        os.kill(child, 0)  # still alive
+        pretrain(small_cfg(out, steps=2))
+    finally:
+        holder.kill()
+        if child:
+            os.kill(child, signal.SIGKILL)
     assert (out / "model" / "model.safetensors").is_file()
 
 
