@@ -26,11 +26,11 @@ from torch import nn
 from fourds.data import to_float
 from fourds.data.pretrain import ClipSpec, PretrainClips, StepBatchSampler, VideoSource, make_loader
 from fourds.data.sources import DecodeFailures, build_pretrain_source
+from fourds.fileio import release_run_folder
 from fourds.models.io import save_model, write_json_atomic
 from fourds.models.registry import simple_mae
 from fourds.models.simple_mae import SimpleMAE
 from fourds.seeding import derive_seed
-from fourds.fileio import release_run_folder
 from fourds.train.checkpoint import Checkpointer, lock_run
 from fourds.train.config import RESUMABLE_KEYS, PretrainConfig, resume_config
 from fourds.train.distributed import (
