@@ -394,3 +394,31 @@ def test_fsdp_async_save_killed_mid_save_and_a_damaged_shard_both_resume_bit_ide
     assert f"step_00000006/dcp/{shard.name}" in proc.stderr and "trying the previous checkpoint" in proc.stderr
     assert (cut / "checkpoints" / "step_00000006.unreadable").is_dir()
     assert_same_weights(tmp_path / "reference", cut / "model")
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_state_file_errors_say_what_is_wrong_and_never_unpickle(tmp_path):
+    from fourds.train.checkpoint import StateFileError, safe_load
+
+    marker = tmp_path / "pwned"
+    good = tmp_path / "good.pt"
+    torch.save({"step": 3, "x": torch.ones(2)}, good)
+    cases = {
+        "text.pt": (lambda p: p.write_text("hello"), r"not a torch.save file \(it looks like a text file\)"),
+        "truncated.pt": (lambda p: p.write_bytes(good.read_bytes()[:200]), r"a damaged or truncated torch.save file"),
+        "exploit.pt": (lambda p: torch.save({"a": _Exploit(marker)}, p), r"holds Python objects.*a reference to posix\.system"),
+        "pickle.pt": (lambda p: p.write_bytes(pickle.dumps({"a": _Exploit(marker)}, protocol=4)), r"a Python pickle that the weights-only"),
+    }
+    for name, (write, message) in cases.items():
+        write(tmp_path / name)
+        with pytest.raises(StateFileError, match=message):
+            safe_load(tmp_path / name)
+    assert not marker.exists()
+    assert safe_load(good)["step"] == 3

@@ -51,7 +51,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from fourds.fileio import WriteError, atomic_path, describe_os_error, lock_run_folder, write_json_atomic
+from fourds.fileio import WriteError, atomic_path, describe_os_error, lock_run_folder, sniff, write_json_atomic
 from fourds.models.io import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -112,17 +112,45 @@ def _to_tuple(obj: Any) -> Any:
     return tuple(_to_tuple(x) for x in obj) if isinstance(obj, (list, tuple)) else obj
 
 
+class StateFileError(RuntimeError):
+    """A ``torch.save`` state file fourds refuses to load; ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+def _load_problem(path: Path, err: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` failed on ``path``, in a short sentence (no file content)."""
+    what = sniff(path)
+    if not what.startswith(("a zip", "a Python pickle")):
+        return f"refusing to load it: not a torch.save file (it looks like {what})"
+    text = str(err)
+    unsafe = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]{1,100})", text)
+    if unsafe:
+        return (f"refusing to load it: it holds Python objects, not only tensors (a reference to {unsafe.group(1)}); "
+                f"fourds never unpickles code")
+    if what.startswith("a Python pickle"):
+        return ("refusing to load it: a Python pickle that the weights-only loader cannot read (not a plain-tensor "
+                "torch.save file, or damaged); fourds never unpickles code")
+    first = (text.strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:160]
+    return f"refusing to load it: a damaged or truncated torch.save file ({type(err).__name__}: {first})"
+
+
 def safe_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` with a clear error for missing or unsafe files."""
+    """``torch.load(weights_only=True)`` with a clear error for missing, damaged or unsafe files.
+
+    Raises:
+        FileNotFoundError: no such file.
+        StateFileError: not a torch.save file, damaged, or holding more than tensors and plain
+            containers (never unpickled).
+    """
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {path} is missing")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError for unsafe content, RuntimeError/EOFError for corrupt files
-        raise RuntimeError(
-            f"refusing to load {path}: not a plain-tensor training state ({type(err).__name__}: {str(err)[:200]}). "
-            f"fourds never unpickles code (the file is damaged, or was not written by fourds)."
-        ) from err
+        raise StateFileError(path, _load_problem(path, err)) from None
 
 
 def save_torch_atomic(obj: Any, path: Path) -> None:
@@ -474,7 +502,7 @@ class Checkpointer:
         def guarded(file: Path, read: Callable[[], Any]) -> Any:
             try:
                 return read()
-            except CorruptFileError as err:
+            except (CorruptFileError, StateFileError) as err:
                 raise CheckpointError(file, err.reason) from None
             except (RuntimeError, OSError, ValueError) as err:
                 raise CheckpointError(file, str(err)[:300]) from None
