@@ -422,3 +422,31 @@ def test_state_file_errors_say_what_is_wrong_and_never_unpickle(tmp_path):
             safe_load(tmp_path / name)
     assert not marker.exists()
     assert safe_load(good)["step"] == 3
+
+
+def test_probe_resume_falls_back_past_a_damaged_checkpoint(tmp_path, caplog):
+    from fourds.train.probe import run_probe
+    from fourds.train.probe_config import ProbeConfig
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from probe_toy import ToyTask
+
+    def probe_cfg(**kw):
+        return ProbeConfig(**{**dict(backbone="4ds-tiny", out=str(tmp_path / "run"), steps=6, batch_size=4,
+                                     backbone_overrides={"depth": 2, "dim": 32, "num_heads": 2, "mlp_dim": 64},
+                                     warmup_steps=2, lrs=[1e-3], layers=[2], save_every=3, log_every=1,
+                                     tensorboard=False), **kw})
+
+    first = run_probe(probe_cfg(), task=ToyTask())
+    heads = tmp_path / "run" / "heads"
+    before = {p: load_file(str(p)) for p in heads.rglob("model.safetensors")}
+    weights = tmp_path / "run" / "checkpoints" / "step_00000006" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-50])
+    with caplog.at_level(logging.WARNING, logger="fourds.train.checkpoint"):
+        again = run_probe(probe_cfg(resume=True), task=ToyTask())
+    assert "step_00000006/model.safetensors: is truncated" in caplog.text
+    assert (tmp_path / "run" / "checkpoints" / "step_00000006.unreadable").is_dir()
+    for path, tensors in before.items():  # retrained from step 3 to the same readouts
+        after = load_file(str(path))
+        assert all(torch.equal(tensors[k], after[k]) for k in tensors)
+    assert again["test"] == first["test"]
