@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fourds.fileio import atomic_path
 from fourds.train.probe_data import collate_fn, task_clips, to_device
 
 log = logging.getLogger(__name__)
@@ -247,7 +248,8 @@ def visualize_sample(task: Any, sample: dict[str, Any], pred: dict[str, Tensor],
                    handletextpad=0.4, columnspacing=1.2)
     fig.tight_layout(rect=(0, bottom, 1, top))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
     return path
 
