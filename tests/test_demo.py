@@ -239,6 +239,12 @@ def test_quick_demo_interrupted_resumed_and_rerun(tmp_path):
     for t in ("synth_depth", "synth_tracking", "synth_boxes", "synth_pose"):
         assert list((out / "pictures" / t).glob("micro_*.png")), t
     assert not (out / "cache").exists()
+    for model in ("nano", "micro"):  # finished stages keep their checkpoints without optimiser state
+        from fourds.train.checkpoint import safe_load
+
+        for ckpt in (out / "pretrain" / model / "checkpoints").glob("step_*"):
+            state = safe_load(ckpt / "train_state.pt")
+            assert "optimizer" not in state and state.get("optimizer_dropped"), ckpt
 
     stamp = (out / "probes" / "micro" / "synth_depth" / "seed0" / "results.json").stat().st_mtime_ns
     t0 = time.perf_counter()

@@ -143,6 +143,7 @@ def pretrain_models(recipe: DemoRecipe, out: Path, pools: Pools) -> dict[str, Pa
         if not (folder / "model.safetensors").is_file():
             say(f"[pretrain] {model.label} ({model.preset}): {model.steps} steps x batch {model.batch_size}")
             pretrain(pretrain_config(recipe, model, out), source=InMemoryVideos(pools.train.videos(), seed=0))
+            drop_optimiser_state(out / "pretrain" / model.label)
         folders[model.label] = folder
     return folders
 
@@ -167,7 +168,18 @@ def distill_model(recipe: DemoRecipe, out: Path, pools: Pools) -> Path:
             precision="fp32", teacher_precision="fp32",
         )
         distill(cfg, source=InMemoryVideos(pools.train.videos(), seed=0))
+        drop_optimiser_state(out / "distill")
     return folder
+
+
+def drop_optimiser_state(run_dir: Path) -> None:
+    """A finished stage keeps its checkpoints as model folders without optimiser state (most of their
+    size: AdamW holds two moments per weight); the demo never extends a finished stage."""
+    from fourds.train.checkpoint import finalize_checkpoints
+
+    freed = finalize_checkpoints(run_dir)
+    if freed:
+        say(f"[cleanup] {run_dir.name}: dropped the finished run's optimiser state ({freed / 2**20:.0f} MiB)")
 
 
 # ------------------------------------------------------------------------------------------ backbones
