@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fourds.textfiles import read_json
 from fourds.data import to_float
 from fourds.data.pretrain import ClipSpec, PretrainClips, StepBatchSampler, VideoSource, make_loader
 from fourds.data.sources import DecodeFailures, build_pretrain_source
@@ -154,7 +155,7 @@ def _check_run_dir(cfg: PretrainConfig, ckpt: Checkpointer) -> None:
         )
     saved = out / "config.json"
     if cfg.resume and saved.is_file():
-        before = json.loads(saved.read_text())
+        before = read_json(saved, "the run's config.json, written by fourds pretrain")
         ignore = RESUMABLE_KEYS
         changed = {k: (before.get(k), v) for k, v in cfg.to_dict().items() if k not in ignore and before.get(k) != v}
         if changed:
@@ -203,7 +204,7 @@ def saved_run_config(out: Path) -> dict[str, Any] | None:
     newest checkpoint; ``None`` for a folder without either."""
     path = out / "config.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        return read_json(path, "the run's config.json, written by fourds pretrain/distill")
     steps = sorted((out / "checkpoints").glob("step_*/train_state.pt"))
     if steps:
         from fourds.train.checkpoint import safe_load

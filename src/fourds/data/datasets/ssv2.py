@@ -47,10 +47,9 @@ def template_to_class(template: str) -> str:
 
 
 def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"ssv2: {path} is not valid JSON ({err})") from err
+    from fourds.textfiles import read_json
+
+    return read_json(path, "an SSv2 annotation file (JSON, as downloaded; layout: docs/datasets.md)")
 
 
 def _label_file(root: Path, stem: str) -> Path | None:
