@@ -9,16 +9,17 @@ Usage (from the repository root)::
 
 Each case is a pure function of ``(seed, case)``: the case's kind of file is ``KINDS[case % len(KINDS)]``
 and a ``random.Random(f"{seed}:{case}")`` picks the file inside the kind's template folder, the damage
-(truncation at a random offset, random byte flips, a zero-length file, or a file of the wrong type: PNG,
-HTML, a pickle, a torch.save zip, random bytes) and its parameters. The template is copied into the
+(truncation at a random offset, random byte flips anywhere (in an MP4: half in the coded stream, half in
+the container boxes), flips in the header (a zip member's name length, else the first 64 bytes), a
+zero-length file, or a file of the wrong type: PNG, HTML, a pickle, a torch.save zip, random bytes) and its parameters. The template is copied into the
 case's own folder, damaged, every file is hashed, the command runs in-process through
 ``fourds.cli.main`` with captured stdout/stderr (``--subprocess-every N``: every N-th case as a real
 ``python -m fourds`` process), and the files are hashed again.
 
 Outcomes (``classify``):
 
-* ``success``: exit status 0 (for fourds' own files only when the output names the damaged file, e.g. a
-  resume that warns and falls back to the previous checkpoint),
+* ``success``: exit status 0 (for fourds' own files only when a warning names the damaged file, e.g. a
+  resume that falls back to the previous checkpoint),
 * ``silent``: exit status 0 although one of fourds' *own* files (model folders, checkpoints, results)
   was damaged and the output does not mention it (counted separately: checksums should catch it),
 * ``clean_error``: exit status non-zero, no traceback, every output line at most ``MAX_LINE`` characters,
@@ -62,10 +63,11 @@ for _p in (ROOT / "src", ROOT / "tests"):
 MAX_LINE = 1000  # characters of one output line
 MAX_CHARS = 1000  # characters of the CLI's error paragraph
 ERROR_LINE = re.compile(r"^fourds [\w -]+: error: ")
+WARNING = re.compile(r"warn|skip|unreadable|damaged|corrupt|invalid|checksum|truncated|ignor", re.IGNORECASE)
 CUT_MARK = "more characters cut]"  # what fourds.cli appends when it shortens an overlong message
 FAILURES = ("traceback", "long_error", "unnamed_error", "overwritten", "unpickled", "hang")
 OUTCOMES = ("success", "silent", "clean_error", *FAILURES)
-DAMAGES = ("truncate", "flip", "zero", "png", "html", "pickle", "torch", "random")
+DAMAGES = ("truncate", "flip", "header", "zero", "png", "html", "pickle", "torch", "random")
 MARKER = "UNPICKLED"  # created in the case folder if the pickle payload ever runs
 
 
@@ -282,6 +284,20 @@ def damage(path: Path, how: str, rng: random.Random, case_dir: Path) -> str:
             done += 1
         path.write_bytes(bytes(buf))
         return f"{n} byte(s) flipped, {where}, of {len(data)} bytes"
+    if how == "header":  # the fields parsers trust most: a zip member's name length, else the first bytes
+        starts = [i for i in range(len(data) - 30) if data[i:i + 4] == b"PK\x03\x04"] if data[:2] == b"PK" else []
+        buf = bytearray(data)
+        if starts:
+            i = rng.choice(starts)
+            length = rng.choice((0, 0xFFFF, rng.randrange(1, 0xFFFF)))
+            buf[i + 26:i + 28] = struct.pack("<H", length)
+            path.write_bytes(bytes(buf))
+            return f"zip member at offset {i}: name length set to {length}"
+        n = rng.choice((1, 4))
+        for _ in range(n):
+            buf[rng.randrange(min(64, len(buf)))] ^= rng.randrange(1, 256)
+        path.write_bytes(bytes(buf))
+        return f"{n} byte(s) flipped in the first 64 of {len(data)} bytes"
     payloads: dict[str, Callable[[], bytes]] = {
         "zero": lambda: b"",
         "png": _png,
@@ -417,11 +433,13 @@ def classify(kind: Kind, damaged: str, rc: int | None, output: str, escaped: Bas
     longest = max((len(line) for line in lines), default=0)
     if longest > MAX_LINE:  # reports (data check) list one reason per file: each must be short
         return "long_error", f"a line of {longest} characters"
-    named = Path(damaged).name in output or str(Path(damaged).parent) in output
+    parent = Path(damaged).parent  # a folder named by its path (two parts or more: not just "data")
+    named = Path(damaged).name in output or (len(parent.parts) >= 2 and str(parent) in output)
     if rc == 0:
-        if damaged.startswith(kind.own or ("\0",)) and not named:
-            return "silent", "exit 0, the damage is not mentioned"
-        return "success", ("exit 0, damage reported: " if named else "exit 0: ") + last[:150]
+        warned = next((line for line in lines if Path(damaged).name in line and WARNING.search(line)), None)
+        if damaged.startswith(kind.own or ("\0",)) and warned is None:
+            return "silent", "exit 0, the damage is not reported"
+        return "success", f"exit 0, damage reported: {warned[:150]}" if warned else f"exit 0: {last[:150]}"
     if not named:
         return "unnamed_error", last[:200]
     return "clean_error", last[:200]

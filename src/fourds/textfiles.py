@@ -92,7 +92,8 @@ def read_json(path: str | os.PathLike, expected: str = "a JSON file") -> Any:
         return json.loads(text)
     except json.JSONDecodeError as err:
         where = "the file is empty" if not text.strip() else f"{err.msg} (line {err.lineno}, column {err.colno})"
-        truncated = " (the file may be truncated)" if err.pos >= len(text.rstrip()) and text.strip() else ""
+        runs_off = err.pos >= len(text.rstrip()) or (err.msg.startswith("Unterminated") and '"' not in text[err.pos + 1:])
+        truncated = " (the file may be truncated)" if runs_off and text.strip() else ""
         raise ValueError(
             f"{path} is not valid JSON: {where}{truncated}; it looks like {looks_like(path)}. Expected "
             f"{expected}: restore or recreate the file"

@@ -238,6 +238,10 @@ def _json_kind(value: Any) -> str:
     return "array" if isinstance(value, (list, tuple)) else "object"
 
 
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
 def check_saved_config(saved: Any, cfg: Any, where: str) -> None:
     """Refuse a saved run configuration (parsed ``config.json``) that cannot be the one fourds wrote:
     not a JSON object, or a setting whose JSON type differs from the field's default (``null`` is
@@ -247,7 +251,7 @@ def check_saved_config(saved: Any, cfg: Any, where: str) -> None:
         ValueError: naming ``where``, the first offending keys and their types (never their values).
     """
     if not isinstance(saved, dict):
-        raise ValueError(f"{where} holds a JSON {_json_kind(saved)}, not the object of settings fourds writes; the "
+        raise ValueError(f"{where} holds {_a('JSON ' + _json_kind(saved))}, not the object of settings fourds writes; the "
                          f"file is damaged: restore it, or start a new run with another --out")
     bad = []
     for f in dataclasses.fields(cfg):
@@ -256,7 +260,7 @@ def check_saved_config(saved: Any, cfg: Any, where: str) -> None:
         default = _default(f)
         want, got = _json_kind(default), _json_kind(saved[f.name])
         if want != "null" and want != got:
-            bad.append(f"{f.name} is a {got} (expected a {want})")
+            bad.append(f"{f.name} is {_a(got)} (expected {_a(want)})")
     if bad:
         raise ValueError(f"{where} is damaged: {'; '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. Restore the file "
                          f"(or fix those settings), or start a new run with another --out")
