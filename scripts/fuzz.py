@@ -64,6 +64,7 @@ MAX_LINE = 1000  # characters of one output line
 MAX_CHARS = 1000  # characters of the CLI's error paragraph
 ERROR_LINE = re.compile(r"^fourds [\w -]+: error: ")
 WARNING = re.compile(r"warn|skip|unreadable|damaged|corrupt|invalid|checksum|truncated|ignor", re.IGNORECASE)
+TQDM = re.compile(r"^\s*[\w .-]+:\s+\d+%\|")  # a progress bar's last line
 CUT_MARK = "more characters cut]"  # what fourds.cli appends when it shortens an overlong message
 FAILURES = ("traceback", "long_error", "unnamed_error", "overwritten", "unpickled", "hang")
 OUTCOMES = ("success", "silent", "clean_error", *FAILURES)
@@ -79,7 +80,8 @@ class Kind:
     ``build(folder)`` writes the intact template; ``files`` are the damageable paths relative to it;
     ``command(folder)`` is the fourds argv a user would run on it; ``own``: the files fourds wrote itself
     (damage to these that loads is ``silent``, not ``success``); ``volatile``: paths (prefixes) the command
-    may legitimately change (logs that runs append to).
+    may legitimately change (logs that runs append to); ``ranks`` > 1: the command runs under
+    ``torch.distributed.run`` with that many CPU processes (always a real subprocess; slow).
     """
 
     name: str
@@ -88,6 +90,7 @@ class Kind:
     command: Callable[[Path], list[str]]
     own: tuple[str, ...] = ()
     volatile: tuple[str, ...] = ()
+    ranks: int = 1
 
 
 def _video_npy(path: Path, frames: int = 16, size: int = 64) -> None:
@@ -113,9 +116,37 @@ def build_checkpoint(folder: Path) -> None:
     _quiet(lambda: main([*PRETRAIN, "--steps", "4", "--save-every", "2", "--out", str(folder / "run")]))
 
 
+def build_dcp(folder: Path) -> None:
+    """A two-rank FSDP run: its checkpoints are DCP shards (``dcp/__<rank>_0.distcp`` + ``.metadata``)."""
+    argv = [*PRETRAIN, "--steps", "4", "--save-every", "2", "--strategy", "fsdp", "--out", str(folder / "run")]
+    rc, output, _ = _run_subprocess(argv, 600, ranks=2)
+    if rc != 0:
+        raise RuntimeError(f"building the DCP template failed:\n{output[-3000:]}")
+
+
 PRETRAIN = ["pretrain", "--model", "4ds-tiny", "--data", "random", "--num-frames", "4", "--image-size", "32",
             "--batch-size", "2", "--warmup-steps", "1", "--log-every", "1", "--no-compile", "--device", "cpu"]
 CKPT = "run/checkpoints/step_00000004"
+
+
+def build_heads(folder: Path) -> None:
+    """The official tiny depth checkpoint converted: a model folder with ``heads/depth/``."""
+    from fourds.cli import main
+
+    src = ROOT / "tests" / "fixtures" / "official" / "tiny_depth.npz"
+    _quiet(lambda: main(["convert", "official", str(src), str(folder / "model")]))
+    _video_npy(folder / "clip.npy", frames=8, size=32)
+
+
+def _write_scannet(folder: Path) -> None:
+    from _dataset_fixtures import write_sens
+
+    root = folder / "data"
+    write_sens(root / "scans" / "scene0000_00" / "scene0000_00.sens", 6, offset=100, invalid=(4,))
+    (root / "scannetv2_train.txt").write_text("scene0000_00\n")
+    (root / "scans" / "scene0000_00" / "intrinsic").mkdir()
+    (root / "scans" / "scene0000_00" / "intrinsic" / "intrinsic_depth.txt").write_text(
+        "\n".join(" ".join("1" if i == j else "0" for j in range(4)) for i in range(4)) + "\n")
 
 
 def build_npz(folder: Path) -> None:
@@ -187,6 +218,16 @@ KINDS: tuple[Kind, ...] = (
          lambda d: ["pretrain", "--out", str(d / "run"), "--resume", "--steps", "5", "--keep-checkpoints", "100",
                     "--device", "cpu"],
          own=("run/",), volatile=("run/metrics.jsonl", "run/tb", "run/log", "run/model/", "run/config.json")),
+    Kind("dcp", build_dcp,
+         (f"{CKPT}/dcp/__0_0.distcp", f"{CKPT}/dcp/__1_0.distcp", f"{CKPT}/dcp/.metadata", f"{CKPT}/train_state.pt",
+          f"{CKPT}/rng_rank1.pt"),
+         lambda d: ["pretrain", "--out", str(d / "run"), "--resume", "--steps", "5", "--keep-checkpoints", "100",
+                    "--device", "cpu", "--strategy", "fsdp"],
+         own=("run/",), volatile=("run/metrics.jsonl", "run/tb", "run/log", "run/model/", "run/config.json", "run/rank"),
+         ranks=2),
+    Kind("heads", build_heads, ("model/heads/depth/model.safetensors", "model/heads/depth/config.json"),
+         lambda d: ["depth", "--model", str(d / "model"), str(d / "clip.npy"), "--out", str(d / "out"), "--no-progress",
+                    "--device", "cpu"], own=("model/",)),
     Kind("npz", build_npz, ("tiny_backbone.npz", "tiny_depth.npz"),
          lambda d: ["convert", "official", str(d / "tiny_depth.npz" if (d / "DAMAGED").read_text().startswith(
              "tiny_depth") else d / "tiny_backbone.npz"), str(d / "out")]),
@@ -208,6 +249,10 @@ KINDS: tuple[Kind, ...] = (
     Kind("re10k", lambda f: __import__("_dataset_fixtures").write_re10k(f / "data", "test", "abc", 4, 0),
          ("data/metadata/RealEstate10K/test/abc.txt",), _check("re10k")),
     Kind("movi_e", _dataset("write_movi_e", "train", 1, 8), (), _check("movi_e")),
+    Kind("scannet", _write_scannet, ("data/scans/scene0000_00/scene0000_00.sens", "data/scannetv2_train.txt"),
+         lambda d: ["data", "check", str(d / "data"), "--dataset", "scannet", "--split", "train"]),
+    Kind("waymo", _dataset("write_waymo", "validation", "seg0", 4, (1,)), (), lambda d: [
+        "data", "check", str(d / "data"), "--dataset", "waymo", "--split", "validation"]),
 )
 
 
@@ -401,14 +446,23 @@ def _run_in_process(argv: list[str], timeout: float) -> tuple[int | None, str, B
     return rc, out.getvalue() + err.getvalue(), escaped
 
 
-def _run_subprocess(argv: list[str], timeout: float) -> tuple[int | None, str, BaseException | None]:
+def _run_subprocess(argv: list[str], timeout: float, ranks: int = 1) -> tuple[int | None, str, BaseException | None]:
+    """``python -m fourds ARGV`` (``ranks`` > 1: under ``torch.distributed.run``; then the output is the
+    ranks' own stdout/stderr, without the launcher's report, which always prints a ``ChildFailedError``
+    traceback of its own when a rank exits non-zero)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    try:
-        proc = subprocess.run([sys.executable, "-m", "fourds", *argv], env=env, capture_output=True, text=True,
-                              timeout=timeout, errors="replace")
-    except subprocess.TimeoutExpired:
-        return None, "", _Hang()
-    return proc.returncode, proc.stdout + proc.stderr, None
+    with tempfile.TemporaryDirectory(prefix="fourds-fuzz-ranks-") as logs:
+        launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}", "--log-dir", logs,
+                    "--redirects", "3"] if ranks > 1 else []
+        try:
+            proc = subprocess.run([sys.executable, *launcher, "-m", "fourds", *argv], env=env, capture_output=True,
+                                  text=True, timeout=timeout, errors="replace")
+        except subprocess.TimeoutExpired:
+            return None, "", _Hang()
+        if ranks == 1:
+            return proc.returncode, proc.stdout + proc.stderr, None
+        files = sorted(Path(logs).rglob("*.log"), key=lambda p: (p.parent.name, p.name))
+        return proc.returncode, "".join(p.read_text(errors="replace") for p in files), None
 
 
 def classify(kind: Kind, damaged: str, rc: int | None, output: str, escaped: BaseException | None,
@@ -425,9 +479,10 @@ def classify(kind: Kind, damaged: str, rc: int | None, output: str, escaped: Bas
         return "traceback", f"{name}: {str(escaped)[:200] if escaped is not None else last[:200]}"
     if changed:
         return "overwritten", f"changed or removed: {', '.join(changed[:5])}"
-    start = next((i for i, line in enumerate(lines) if ERROR_LINE.match(line)), None)
-    if start is not None:  # the CLI's one-paragraph error: short, and not cut by the CLI's safety net
-        block = "\n".join(lines[start:]).strip()
+    starts = [i for i, line in enumerate(lines) if ERROR_LINE.match(line)]
+    for start, end in zip(starts, [*starts[1:], len(lines)]):  # one per rank under torch.distributed.run
+        # the CLI's one-paragraph error: short, and not cut by the CLI's safety net
+        block = "\n".join(line for line in lines[start:end] if not TQDM.match(line)).strip()
         if len(block) > MAX_CHARS or CUT_MARK in block or "\n\n" in block:
             return "long_error", f"an error of {len(block)} characters{' (cut by the CLI)' if CUT_MARK in block else ''}"
     longest = max((len(line) for line in lines), default=0)
@@ -459,7 +514,10 @@ def run_case(seed: int, case: int, templates: Path, work: Path, kinds: tuple[Kin
     before = _hashes(case_dir)
     argv = kind.command(case_dir)
     start = time.perf_counter()
-    rc, output, escaped = (_run_subprocess if subprocess_mode else _run_in_process)(argv, timeout)
+    if subprocess_mode or kind.ranks > 1:
+        rc, output, escaped = _run_subprocess(argv, timeout, ranks=kind.ranks)
+    else:
+        rc, output, escaped = _run_in_process(argv, timeout)
     seconds = time.perf_counter() - start
     after = _hashes(case_dir)
     changed = [p for p, h in before.items() if after.get(p) != h and not p.startswith(kind.volatile or ("\0",))]
