@@ -39,7 +39,7 @@ def test_load_errors_name_the_problem(tmp_path):
     vit = fm.create("4ds-tiny", input_size=(4, 32, 32))
     fm.save_model(vit, tmp_path / "v")
     (tmp_path / "v" / "model.safetensors").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="not a readable safetensors file"):
+    with pytest.raises(ValueError, match="is not a safetensors file: it looks like a text file"):
         fm.load(tmp_path / "v")
     fm.save_model(vit, tmp_path / "w")
     cfg = json.loads((tmp_path / "w" / "config.json").read_text())

@@ -35,6 +35,8 @@ from typing import Any
 
 from torch.utils.data import IterableDataset, get_worker_info
 
+from fourds.fileio import write_text_atomic
+
 from fourds.data.sources import VIDEO_EXTENSIONS, VideoCollection, VideoEntry
 
 log = logging.getLogger(__name__)
@@ -233,7 +235,7 @@ def write_shards(
             close()
     close()
     index = {"format": "fourds-webdataset-1", "shards": written, "skipped": skipped}
-    (out / INDEX_NAME).write_text(json.dumps(index))
+    write_text_atomic(out / INDEX_NAME, json.dumps(index))
     return {"shards": [out / w["name"] for w in written], "samples": count, "skipped": skipped}
 
 

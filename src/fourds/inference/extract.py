@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fourds.fileio import atomic_path, write_text_atomic
+
 from fourds.models.backbone import resolve_layers
 
 Allocate = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
@@ -188,11 +190,13 @@ def save_extraction(result: Extraction, out: Path, fmt: str = "safetensors") -> 
     out.mkdir(parents=True, exist_ok=True)
     for k, v in result.features.items():
         if not isinstance(v, np.memmap):
-            np.save(out / f"layer_{k}.npy", v)
+            with atomic_path(out / f"layer_{k}.npy") as tmp:
+                np.save(tmp, v)
         else:
             v.flush()
     for k, v in extras.items():
-        np.save(out / f"{k}.npy", v)
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        with atomic_path(out / f"{k}.npy") as tmp:
+            np.save(tmp, v)
+    write_text_atomic(out / "meta.json", json.dumps(meta, indent=2) + "\n")
     return out
 

@@ -7,9 +7,8 @@ sub-folders of the same layout. Other packages add kinds with :func:`register_ki
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fourds import __version__
+from fourds.fileio import atomic_path, sniff, write_json_atomic
 from fourds.models.simple_mae import MAEConfig, SimpleMAE
 from fourds.models.vit import VideoViT, ViTConfig
 
@@ -33,24 +33,119 @@ def register_kind(kind: str, loader: Callable[[Path, dict[str, Any]], nn.Module]
     _LOADERS[kind] = loader
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON via a temporary file and rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+CHECKSUM_KEY = "fourds_sha256"
+"""safetensors metadata key: sha256 of the tensors (:func:`tensor_checksum`), verified on load."""
+
+_MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
+
+
+class CorruptFileError(ValueError):
+    """A file fourds reads is unreadable or damaged; ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path} {reason}")
+
+
+def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 (hex) over the names, dtypes, shapes and raw bytes of ``tensors`` in name order.
+
+    Independent of the file layout, so it is computed before writing and re-computed from the loaded
+    tensors. Measured 1.7 GB/s on the 2-core CI-like machine (AMD EPYC), e.g. 0.2 s for 4ds-b's 360 MB.
+    """
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def save_weights_atomic(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    """safetensors save via a temporary file and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """safetensors save via a temporary file and rename (:func:`fourds.fileio.atomic_path`), with the
+    tensors' :func:`tensor_checksum` in the metadata under :data:`CHECKSUM_KEY`."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    save_file(tensors, tmp, metadata=metadata)
-    os.replace(tmp, path)
+    meta = {**(metadata or {}), CHECKSUM_KEY: tensor_checksum(tensors)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def _not_safetensors(path: Path, what: str) -> CorruptFileError:
+    if what.startswith(("a zip", "a Python pickle")):
+        fix = (f"If it is a PyTorch state dict from a source you trust, convert it once: `mv {path} model.pt`, "
+               f"then in Python: `import torch, safetensors.torch as st` and `st.save_file({{k: v.contiguous() "
+               f"for k, v in torch.load('model.pt', weights_only=True).items()}}, '{path}')`")
+    else:
+        fix = "Re-download or re-export the file"
+    return CorruptFileError(path, f"is not a safetensors file: it looks like {what}. fourds reads weights only "
+                                  f"from safetensors and never unpickles files (unpickling can run code). {fix}.")
+
+
+def check_safetensors(path: str | Path) -> dict[str, Any]:
+    """Validate ``path``'s safetensors framing without loading tensors; returns the parsed header.
+
+    Checks the 8-byte header length, that the JSON header parses, and that the file is exactly as long
+    as the header says (a truncated copy fails here).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CorruptFileError: not safetensors (says what it looks like), truncated, or a damaged header.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} is missing")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(9)
+        n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+        if n < 2 or n > _MAX_HEADER or head[8:9] != b"{":
+            what = sniff(path)
+            if what.startswith("unrecognised") and 2 <= n <= _MAX_HEADER:  # plausible length, damaged JSON
+                raise CorruptFileError(path, "has a damaged safetensors header (it does not start with '{')")
+            raise _not_safetensors(path, what)
+        if 8 + n > size:
+            raise CorruptFileError(path, f"is truncated: its safetensors header needs {8 + n} bytes, the file has {size}")
+        f.seek(8)
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8").rstrip())
+        if not isinstance(header, dict):
+            raise ValueError("not an object")
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as err:
+        raise CorruptFileError(path, f"has a damaged safetensors header ({type(err).__name__})") from None
+    expected = 8 + n + end
+    if size < expected:
+        raise CorruptFileError(path, f"is truncated: {size} bytes, its header describes {expected}")
+    if size > expected:
+        raise CorruptFileError(path, f"has {size - expected} bytes after its tensor data (damaged or appended to)")
+    return header
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Load a safetensors file fourds may have written: ``(tensors on CPU, metadata)``.
+
+    The framing is checked first (:func:`check_safetensors`), and when the metadata carries
+    :data:`CHECKSUM_KEY` the loaded tensors must match it (files written before checksums load as they
+    are).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CorruptFileError: not safetensors, truncated, damaged header, or tensors that fail the checksum.
+    """
+    path = Path(path)
+    header = check_safetensors(path)
+    metadata = dict(header.get("__metadata__") or {})
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for corrupt files
+        raise CorruptFileError(path, f"is not a readable safetensors file ({type(err).__name__}: {str(err)[:200]})") from None
+    expected = metadata.get(CHECKSUM_KEY)
+    if expected is not None and tensor_checksum(tensors) != expected:
+        raise CorruptFileError(path, "is damaged: its tensors do not match the sha256 checksum written with them "
+                                     "(the file changed after fourds wrote it: a disk or copy error). Restore it "
+                                     "from a copy or write it again")
+    return tensors, metadata
 
 
 def model_config(module: nn.Module) -> dict[str, Any]:
@@ -70,6 +165,12 @@ def model_config(module: nn.Module) -> dict[str, Any]:
     raise TypeError(f"cannot describe {type(module).__name__} in config.json (no to_config())")
 
 
+def model_folder_config(module: nn.Module, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``config.json`` of a model folder for ``module``: its :func:`model_config`, the fourds version and
+    ``extra`` keys."""
+    return {**model_config(module), "fourds_version": __version__, **(extra or {})}
+
+
 def save_model(
     module: nn.Module,
     folder: str | Path,
@@ -85,7 +186,7 @@ def save_model(
         extra: more keys for config.json (e.g. training provenance).
     """
     folder = Path(folder)
-    config = {**model_config(module), "fourds_version": __version__, **(extra or {})}
+    config = model_folder_config(module, extra)
     save_weights_atomic(state_dict if state_dict is not None else module.state_dict(), folder / WEIGHTS_NAME)
     write_json_atomic(folder / CONFIG_NAME, config)
     return folder
@@ -109,12 +210,15 @@ def read_config(folder: str | Path) -> dict[str, Any]:
 
 def load_state_into(module: nn.Module, weights: Path) -> nn.Module:
     """Load safetensors ``weights`` into ``module`` (built on any device), strictly, with clear errors."""
-    if not weights.is_file():
-        raise FileNotFoundError(f"weights file {weights} is missing")
-    try:
-        state = load_file(str(weights))
-    except Exception as err:  # safetensors raises its own error types for corrupt files
-        raise ValueError(f"{weights} is not a readable safetensors file: {err}") from err
+    state, _ = read_safetensors(weights)
+    check_state_matches(state, module, weights)
+    module.load_state_dict(state, assign=any(p.is_meta for p in module.parameters()))
+    return module
+
+
+def check_state_matches(state: dict[str, torch.Tensor], module: nn.Module, weights: Path) -> None:
+    """Raise a ValueError naming ``weights`` unless ``state`` has exactly ``module``'s keys and shapes
+    (checked before anything is loaded, so a mismatch never leaves a half-loaded module)."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -128,8 +232,6 @@ def load_state_into(module: nn.Module, weights: Path) -> nn.Module:
             f"{weights} does not match its config: missing {missing[:10]}, unexpected {unexpected[:10]}, "
             f"shape mismatches {shapes[:10]}"
         )
-    module.load_state_dict(state, assign=any(p.is_meta for p in module.parameters()))
-    return module
 
 
 def _build_simple_mae(folder: Path, config: dict[str, Any]) -> SimpleMAE:

@@ -1,26 +1,45 @@
-"""Atomic, resumable training checkpoints.
+"""Atomic, verified, resumable training checkpoints, optionally written in the background.
 
 Layout of ``<run>/checkpoints/step_XXXXXXXX/``:
 
 - unsharded runs (one process or DDP): ``config.json`` + ``model.safetensors`` (so every checkpoint is
-  also a model folder for :func:`fourds.models.load`) and ``train_state.pt`` (optimiser, step, data
-  position, config, rank-0 RNG);
+  also a model folder for :func:`fourds.models.load`; the weights carry their own sha256) and
+  ``train_state.pt`` (optimiser, step, data position, config);
 - FSDP2 runs: ``dcp/`` (model and optimiser, sharded, via ``torch.distributed.checkpoint``) and
   ``train_state.pt`` (everything else);
-- every rank adds ``rng_rank{r}.pt`` (its torch/CUDA/numpy/python RNG states).
+- every rank adds ``rng_rank{r}.pt`` (its torch/CUDA/numpy/python RNG states);
+- ``checksums.json``: sha256 and size of every other file, written last.
 
-A checkpoint is written into a hidden temporary folder and renamed into place when complete, so a crash
-mid-write never leaves a half checkpoint behind; the newest ``keep`` are kept. State files load with
-``torch.load(weights_only=True)``: no pickled code is ever executed.
+What survives a crash:
+
+- A checkpoint is written into the hidden folder ``.tmp_step_XXXXXXXX`` and renamed into place only when
+  complete; old checkpoints beyond ``keep`` are removed only after that rename. A crash or a full disk
+  mid-write thus never leaves a half checkpoint (a failed write removes its temporary folder and names
+  the intact previous checkpoint).
+- :meth:`Checkpointer.resume` validates a checkpoint completely (checksums, safetensors framing,
+  ``torch.load(weights_only=True)`` of every state file, DCP load into scratch copies) before anything
+  is loaded into the model or optimiser, so a half-loaded model is impossible. An unreadable checkpoint
+  gives a warning naming the file and why, is moved aside to ``step_XXXXXXXX.unreadable`` (nothing is
+  deleted), and the newest intact one is used; if none is intact, a RuntimeError lists each problem.
+- ``save(..., background=True)`` (unsharded runs) copies the state to CPU memory at the step boundary
+  and writes it in a background thread; the next save, :meth:`Checkpointer.wait` or the end of the loop
+  waits for it, and a background failure is raised there. Sharded (FSDP/DCP) saves always block.
+
+State files load with ``torch.load(weights_only=True)``: no pickled code is ever executed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import random
 import re
 import shutil
+import signal
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +48,38 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from fourds.models.io import save_model
-from fourds.train.distributed import DistInfo, barrier
+from fourds.fileio import WriteError, atomic_path, describe_os_error, lock_run_folder, write_json_atomic
+from fourds.models.io import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    CorruptFileError,
+    check_state_matches,
+    model_folder_config,
+    read_safetensors,
+    save_weights_atomic,
+)
+from fourds.train.distributed import DistInfo, all_reduce_min, barrier
 
 log = logging.getLogger(__name__)
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
+MANIFEST_NAME = "checksums.json"
+STATE_NAME = "train_state.pt"
+#: Test hook: SIGKILL the process while writing the checkpoint of this step, right after its
+#: ``model.safetensors`` is in the temporary folder (a crash mid-save, for resume tests).
+FAULT_SAVE_ENV = "FOURDS_FAULT_IN_SAVE"
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written; the message names the intact previous checkpoint."""
+
+
+class CheckpointError(RuntimeError):
+    """A file of a checkpoint is unreadable; ``file`` and ``reason`` say which and why."""
+
+    def __init__(self, file: Path, reason: str) -> None:
+        self.file, self.reason = Path(file), reason
+        super().__init__(f"{file}: {reason}")
 
 
 def rng_state() -> dict[str, Any]:
@@ -72,87 +117,461 @@ def safe_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError for unsafe content, RuntimeError/EOFError for corrupt files
         raise RuntimeError(
-            f"refusing to load {path}: not a plain-tensor training state ({type(err).__name__}: {err}). "
+            f"refusing to load {path}: not a plain-tensor training state ({type(err).__name__}: {str(err)[:200]}). "
             f"fourds never unpickles code; delete this checkpoint to resume from the previous one."
         ) from err
 
 
+def save_torch_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` through :func:`fourds.fileio.atomic_path` (temporary file, umask mode, rename)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _cpu_copy(obj: Any, copy: bool) -> Any:
+    """``obj`` with every tensor moved to the CPU (cloned when ``copy``, so later in-place updates of the
+    originals do not reach it); dicts, lists and tuples are rebuilt, other values shared."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=copy)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v, copy) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v, copy) for v in obj)
+    return obj
+
+
+def _clone_tree(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _clone_tree(v) for k, v in obj.items()}
+    return obj
+
+
+def _check_optimizer_matches(optimizer: torch.optim.Optimizer, saved: dict[str, Any], file: Path) -> None:
+    """Raise before loading when ``saved`` cannot load into ``optimizer`` (so nothing is half-loaded)."""
+    ours = [len(g["params"]) for g in optimizer.param_groups]
+    theirs = [len(g.get("params", [])) for g in saved.get("param_groups", [])]
+    if ours != theirs:
+        raise ValueError(f"{file} holds optimiser state for parameter groups of sizes {theirs}, the model has "
+                         f"{ours}: the checkpoint is from a different model or configuration; resume with the "
+                         f"configuration it was saved with")
+
+
 class Checkpointer:
-    """Saves and restores full training state under ``root`` (``<run>/checkpoints``)."""
+    """Saves and restores full training state under ``root`` (``<run>/checkpoints``).
+
+    Args:
+        root: the checkpoints folder.
+        info: this process's rank and device.
+        keep: how many step checkpoints to keep (older ones are removed after a new one is complete).
+        sharded: FSDP2 run (DCP sharded model/optimiser; saves always block).
+    """
 
     def __init__(self, root: str | Path, info: DistInfo, keep: int = 2, sharded: bool = False) -> None:
         self.root = Path(root)
         self.info = info
         self.keep = keep
         self.sharded = sharded
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._pending: Path | None = None
 
     def step_dirs(self) -> list[Path]:
+        """Complete checkpoints, oldest first (temporary and moved-aside folders are not listed)."""
         if not self.root.is_dir():
             return []
         dirs = [p for p in self.root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)]
         return sorted(dirs, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))  # type: ignore[union-attr]
 
     def latest(self) -> Path | None:
+        """The newest complete checkpoint (after a background save in progress has finished; its error,
+        if any, is still raised by the next :meth:`wait` or :meth:`save`)."""
+        self._join()
         dirs = self.step_dirs()
         return dirs[-1] if dirs else None
 
-    def save(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
-        """Write the checkpoint of ``step`` (collective: every rank must call it)."""
+    # --- saving -----------------------------------------------------------------------------------------
+
+    def save(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
+             background: bool = False) -> Path:
+        """Write the checkpoint of ``step`` (collective: every rank must call it); returns its final path.
+
+        With ``background`` (unsharded runs; ignored for sharded ones) the model, optimiser and RNG state
+        are copied to CPU memory now and written by a background thread; the checkpoint appears at the
+        returned path once complete. A previous background save is waited for first, and its error, if
+        any, is raised here.
+
+        Raises:
+            RuntimeError: the write failed (e.g. a full disk); the message names the intact previous
+                checkpoint. No temporary folder is left behind.
+        """
+        self.wait()
         final = self.root / f"step_{step:08d}"
         tmp = self.root / f".tmp_step_{step:08d}"
         if self.info.is_main:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
+            try:
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                tmp.mkdir(parents=True)
+            except OSError as err:
+                raise self._write_failed(final, WriteError(tmp, err)) from err
         barrier()
+        rng = rng_state()
         if self.sharded:
-            import torch.distributed.checkpoint as dcp
-            from torch.distributed.checkpoint.state_dict import get_state_dict
-
-            model_sd, optim_sd = get_state_dict(model, optimizer)
-            dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "dcp"))
-        elif self.info.is_main:
-            save_model(model, tmp, extra={"step": step})
-            state = {**state, "optimizer": optimizer.state_dict()}
-        if self.info.is_main:
-            torch.save({**state, "step": step}, tmp / "train_state.pt")
-        torch.save(rng_state(), tmp / f"rng_rank{self.info.rank}.pt")
+            self._save_sharded(step, model, optimizer, state, final, tmp, rng)
+            return final
+        if not self.info.is_main:
+            save_torch_atomic(rng, tmp / f"rng_rank{self.info.rank}.pt")
+            barrier()  # every rank's RNG file is in place before rank 0 may rename the folder
+            barrier()
+            return final
         barrier()
-        if self.info.is_main:
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            for old in self.step_dirs()[: -self.keep]:
-                shutil.rmtree(old, ignore_errors=True)
+        weights = _cpu_copy(model.state_dict(), copy=background)
+        job = {
+            "weights": weights,
+            "config": model_folder_config(model, {"step": step}),
+            "state": {**_cpu_copy(state, copy=background), "optimizer": _cpu_copy(optimizer.state_dict(), copy=background),
+                      "step": step},
+            "rng": rng,
+        }
+        if background:
+            self._pending = final
+            self._thread = threading.Thread(target=self._run_in_background, args=(step, final, tmp, job),
+                                            name=f"fourds-save-{step}", daemon=False)
+            self._thread.start()
+        else:
+            self._write_unsharded(step, final, tmp, job)
         barrier()
         return final
 
-    def load(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        """Restore model, optimiser and this rank's RNG from ``path``; returns the rest of the state."""
-        state = safe_load(path / "train_state.pt")
-        if self.sharded:
-            import torch.distributed.checkpoint as dcp
-            from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    def _run_in_background(self, step: int, final: Path, tmp: Path, job: dict[str, Any]) -> None:
+        try:
+            self._write_unsharded(step, final, tmp, job)
+        except BaseException as err:  # surfaced by the next wait()/save()
+            self._error = err
 
-            if not (path / "dcp").is_dir():
-                raise RuntimeError(f"{path} is not a sharded (FSDP) checkpoint; resume with the strategy it was saved with")
+    def _write_unsharded(self, step: int, final: Path, tmp: Path, job: dict[str, Any]) -> None:
+        """Rank 0: write ``job`` into ``tmp``, then rename it to ``final`` and rotate old checkpoints."""
+        try:
+            save_weights_atomic(job["weights"], tmp / WEIGHTS_NAME)
+            write_json_atomic(tmp / CONFIG_NAME, job["config"])
+            if os.environ.get(FAULT_SAVE_ENV) == str(step):
+                os.kill(os.getpid(), signal.SIGKILL)
+            save_torch_atomic(job["state"], tmp / STATE_NAME)
+            save_torch_atomic(job["rng"], tmp / f"rng_rank{self.info.rank}.pt")
+            self._finish(final, tmp)
+        except BaseException as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(err, (WriteError, OSError)):
+                raise self._write_failed(final, err) from err
+            raise
+
+    def _save_sharded(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
+                      final: Path, tmp: Path, rng: dict[str, Any]) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        failure: BaseException | None = None
+        try:
             model_sd, optim_sd = get_state_dict(model, optimizer)
-            sd = {"model": model_sd, "optim": optim_sd}
-            dcp.load(sd, checkpoint_id=str(path / "dcp"))
-            set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
-        else:
-            if "optimizer" not in state:
-                raise RuntimeError(f"{path} is a sharded (FSDP) checkpoint; resume it with --strategy fsdp")
-            from safetensors.torch import load_file
+            dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "dcp"))
+            if os.environ.get(FAULT_SAVE_ENV) == str(step):
+                os.kill(os.getpid(), signal.SIGKILL)
+            if self.info.is_main:
+                save_torch_atomic({**state, "step": step}, tmp / STATE_NAME)
+            save_torch_atomic(rng, tmp / f"rng_rank{self.info.rank}.pt")
+        except (WriteError, OSError) as err:
+            failure = err
+        if all_reduce_min(0.0 if failure else 1.0, self.info.device) < 1.0:
+            if self.info.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            barrier()
+            raise self._write_failed(final, failure or RuntimeError("another rank could not write its files"))
+        if self.info.is_main:
+            try:
+                self._finish(final, tmp)
+            except (WriteError, OSError) as err:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise self._write_failed(final, err) from err
+        barrier()
 
-            weights = load_file(str(path / "model.safetensors"))
-            model.load_state_dict(weights)
-            optimizer.load_state_dict(state.pop("optimizer"))
+    def _finish(self, final: Path, tmp: Path) -> None:
+        """Write the manifest, rename ``tmp`` to ``final``, then drop checkpoints beyond ``keep``."""
+        manifest = {
+            str(p.relative_to(tmp)): {"sha256": file_sha256(p), "bytes": p.stat().st_size}
+            for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != WEIGHTS_NAME
+        }
+        write_json_atomic(tmp / MANIFEST_NAME, {"format": "fourds-checkpoint-1", "files": manifest})
+        if final.exists():  # the same step saved again (after a resume from an older checkpoint)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in self.step_dirs()[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _write_failed(self, final: Path, err: BaseException) -> CheckpointWriteError:
+        previous = [d for d in self.step_dirs() if d != final]
+        where = (f"the previous checkpoint {previous[-1]} is intact (continue from it with --resume)" if previous
+                 else "no earlier checkpoint exists")
+        if isinstance(err, WriteError):
+            why = f"writing {err.path.name} failed: {err.reason}"
+        elif isinstance(err, OSError):
+            why = describe_os_error(err)
+        else:
+            why = str(err)[:300]
+        return CheckpointWriteError(f"checkpoint {final} was not written ({why}); no partial checkpoint was left "
+                                    f"behind and {where}")
+
+    def wait(self) -> None:
+        """Block until the background save (if any) is complete; raise its error (once)."""
+        self._join()
+        err, self._error = self._error, None
+        pending, self._pending = self._pending, None
+        if err is not None:
+            if isinstance(err, CheckpointWriteError):
+                raise err
+            raise RuntimeError(f"the background save of checkpoint {pending} failed: {type(err).__name__}: "
+                               f"{str(err)[:300]}") from err
+
+    def _join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def wait_quietly(self) -> None:
+        """:meth:`wait`, logging instead of raising a background error (for error paths that already raise)."""
+        try:
+            self.wait()
+        except RuntimeError as err:
+            log.error("%s", err)
+
+    # --- loading ----------------------------------------------------------------------------------------
+
+    def _verify_manifest(self, path: Path) -> None:
+        manifest_file = path / MANIFEST_NAME
+        if not manifest_file.is_file():
+            return  # checkpoints written before checksums
+        try:
+            files = json.loads(manifest_file.read_text())["files"]
+            items = [(str(k), int(v["bytes"]), str(v["sha256"])) for k, v in files.items()]
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
+            raise CheckpointError(manifest_file, f"is damaged ({type(err).__name__})") from None
+        for rel, size, digest in items:
+            m = re.fullmatch(r"rng_rank(\d+)\.pt", rel)
+            if m and int(m.group(1)) != self.info.rank:
+                continue  # another rank's file: that rank checks it
+            file = path / rel
+            if not file.is_file():
+                raise CheckpointError(file, "is missing (listed in checksums.json)")
+            if file.stat().st_size != size:
+                raise CheckpointError(file, f"has {file.stat().st_size} bytes, {size} were written (truncated or damaged)")
+            if file_sha256(file) != digest:
+                raise CheckpointError(file, "does not match the sha256 written with it (damaged after writing)")
+
+    def _read(self, path: Path) -> dict[str, Any]:
+        """Read and validate this rank's files of checkpoint ``path`` (touching no model); raises
+        :class:`CheckpointError` naming the first unreadable file."""
+        def guarded(file: Path, read: Callable[[], Any]) -> Any:
+            try:
+                return read()
+            except CorruptFileError as err:
+                raise CheckpointError(file, err.reason) from None
+            except (RuntimeError, OSError, ValueError) as err:
+                raise CheckpointError(file, str(err)[:300]) from None
+
+        state = guarded(path / STATE_NAME, lambda: safe_load(path / STATE_NAME))
+        if not isinstance(state, dict) or "step" not in state:
+            raise CheckpointError(path / STATE_NAME, "is not a fourds training state (no 'step')")
+        self._verify_manifest(path)
+        out: dict[str, Any] = {"state": state}
+        if (path / "dcp").is_dir():
+            if not (path / "dcp" / ".metadata").is_file():
+                raise CheckpointError(path / "dcp" / ".metadata", "is missing (incomplete sharded checkpoint)")
+        else:
+            out["weights"] = guarded(path / WEIGHTS_NAME, lambda: read_safetensors(path / WEIGHTS_NAME)[0])
         rng_file = path / f"rng_rank{self.info.rank}.pt"
         if rng_file.is_file():
-            set_rng_state(safe_load(rng_file))
+            out["rng"] = guarded(rng_file, lambda: safe_load(rng_file))
+        return out
+
+    def _read_agreed(self, path: Path) -> dict[str, Any]:
+        """:meth:`_read` on every rank; if any rank fails, all raise (so every rank falls back alike)."""
+        error: CheckpointError | None = None
+        loaded: dict[str, Any] = {}
+        try:
+            loaded = self._read(path)
+        except CheckpointError as err:
+            error = err
+        if all_reduce_min(0.0 if error else 1.0, self.info.device) < 1.0:
+            raise error or CheckpointError(path, "another rank found one of its files unreadable (see its warning)")
+        return loaded
+
+    def load(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """Restore model, optimiser and this rank's RNG from ``path``; returns the rest of the state.
+
+        Everything is read and validated first; the model and optimiser are only touched once all of it
+        is good.
+
+        Raises:
+            CheckpointError: a file of the checkpoint is unreadable (names the file and why).
+            ValueError / RuntimeError: the checkpoint is intact but does not fit this model or strategy.
+        """
+        loaded = self._read_agreed(path)
+        state = loaded["state"]
+        dropped = bool(state.get("optimizer_dropped"))
+        if self.sharded:
+            if not (path / "dcp").is_dir():
+                raise RuntimeError(f"{path} is not a sharded (FSDP) checkpoint; resume with the strategy it was saved with")
+            self._load_sharded(path, model, optimizer)
+        else:
+            if "weights" not in loaded:
+                raise RuntimeError(f"{path} is a sharded (FSDP) checkpoint; resume it with --strategy fsdp")
+            check_state_matches(loaded["weights"], model, path / WEIGHTS_NAME)
+            if not dropped:
+                if "optimizer" not in state:
+                    raise CheckpointError(path / STATE_NAME, "has no optimiser state")
+                _check_optimizer_matches(optimizer, state["optimizer"], path / STATE_NAME)
+            model.load_state_dict(loaded["weights"])
+            if not dropped:
+                optimizer.load_state_dict(state.pop("optimizer"))
+        if dropped and self.info.is_main:
+            log.warning("%s has no optimiser state (dropped by finalize_checkpoints when its run finished): the "
+                        "weights are restored but AdamW restarts from zero moments, so the continued run differs "
+                        "from an uninterrupted one", path)
+        if "rng" in loaded:
+            set_rng_state(loaded["rng"])
         else:
             log.warning("%s has no RNG state for rank %d (world size changed?); keeping fresh RNG", path, self.info.rank)
         if dist.is_initialized():
             dist.barrier()
         return state
+
+    def _load_sharded(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        scratch = {"model": _clone_tree(model_sd), "optim": _clone_tree(optim_sd)}  # loaded here first
+        try:
+            dcp.load(scratch, checkpoint_id=str(path / "dcp"))
+        except Exception as err:  # DCP raises on every rank when any rank's read fails
+            raise CheckpointError(path / "dcp", f"is unreadable ({type(err).__name__}: {str(err)[:300]})") from None
+        set_state_dict(model, optimizer, model_state_dict=scratch["model"], optim_state_dict=scratch["optim"])
+
+    def resume(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[Path, dict[str, Any]] | None:
+        """Load the newest intact checkpoint; ``None`` if there is none at all.
+
+        An unreadable checkpoint gives a warning naming the file and why and is moved aside to
+        ``step_XXXXXXXX.unreadable`` (nothing is deleted); the next older one is tried. Leftover
+        ``.tmp_step_*`` folders (saves interrupted by a crash) are removed.
+
+        Raises:
+            RuntimeError: checkpoints exist but none is intact (lists each one's problem).
+        """
+        self.wait()
+        if self.info.is_main and self.root.is_dir():
+            for tmp in self.root.glob(".tmp_step_*"):
+                log.info("removing %s, a checkpoint whose save was interrupted", tmp)
+                shutil.rmtree(tmp, ignore_errors=True)
+        dirs = self.step_dirs()
+        if not dirs:
+            return None
+        bad: list[tuple[Path, CheckpointError]] = []
+        for path in reversed(dirs):
+            try:
+                state = self.load(path, model, optimizer)
+            except CheckpointError as err:
+                older = "trying the previous checkpoint" if path != dirs[0] else "no older checkpoint is left"
+                if self.info.is_main:
+                    log.warning("checkpoint %s is unreadable: %s; %s", path.name, err, older)
+                bad.append((path, err))
+                continue
+            if bad:
+                self._set_aside([p for p, _ in bad])
+            return path, state
+        problems = "; ".join(f"{err}" for _, err in bad)
+        raise RuntimeError(
+            f"no intact checkpoint to resume in {self.root} ({problems}). Nothing was deleted. Restore the "
+            f"damaged files from a copy, or start again with a new --out"
+        )
+
+    def _set_aside(self, paths: list[Path]) -> None:
+        if self.info.is_main:
+            for path in paths:
+                target = path.with_name(path.name + ".unreadable")
+                n = 1
+                while target.exists():
+                    n += 1
+                    target = path.with_name(f"{path.name}.unreadable{n}")
+                os.replace(path, target)
+                log.warning("moved the unreadable checkpoint %s aside to %s (delete it once inspected)", path, target)
+        barrier()
+
+    # --- after a run ------------------------------------------------------------------------------------
+
+    def drop_optimizer_state(self) -> int:
+        """:func:`finalize_checkpoints` on this run's checkpoints (rank 0, after any pending save)."""
+        self.wait()
+        freed = finalize_checkpoints(self.root) if self.info.is_main else 0
+        barrier()
+        return freed
+
+
+def lock_run(out: Path, info: DistInfo) -> None:
+    """Rank 0 takes ``<out>/.lock`` (:func:`fourds.fileio.lock_run_folder`); every rank raises if it
+    could not (rank 0 with the holder's PID)."""
+    error: RuntimeError | None = None
+    if info.is_main:
+        try:
+            lock_run_folder(out)
+        except RuntimeError as err:
+            error = err
+    if all_reduce_min(0.0 if error else 1.0, info.device) < 1.0:
+        raise error or RuntimeError(f"rank 0 could not lock the run folder {out} (see its error)")
+
+
+def finalize_checkpoints(run_dir: str | Path) -> int:
+    """Drop the optimiser state from a finished run's unsharded checkpoints; returns the bytes freed.
+
+    ``run_dir`` is a run folder (with ``checkpoints/``) or its ``checkpoints`` folder. Each
+    ``train_state.pt`` is rewritten (atomically, with its checksum) without ``optimizer`` and with
+    ``optimizer_dropped: True``. The checkpoints stay model folders (``fourds.models.load``), and
+    ``--resume`` from one restores the weights with a warning that AdamW restarts (e.g. to extend a
+    finished run). Sharded (DCP) checkpoints and unreadable ones are left as they are (logged). Call it
+    only once the run has finished: no process may be writing checkpoints there.
+    """
+    root = Path(run_dir)
+    root = root / "checkpoints" if (root / "checkpoints").is_dir() else root
+    freed = 0
+    single = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    for path in Checkpointer(root, single).step_dirs():
+        state_file = path / STATE_NAME
+        if (path / "dcp").is_dir():
+            log.info("%s is sharded (DCP): its optimiser state is kept", path)
+            continue
+        try:
+            state = safe_load(state_file)
+        except (RuntimeError, FileNotFoundError) as err:
+            log.warning("leaving %s as it is: %s", path, err)
+            continue
+        if not isinstance(state, dict) or "optimizer" not in state:
+            continue
+        before = state_file.stat().st_size
+        state.pop("optimizer")
+        state["optimizer_dropped"] = True
+        save_torch_atomic(state, state_file)
+        freed += before - state_file.stat().st_size
+        manifest_file = path / MANIFEST_NAME
+        if manifest_file.is_file():
+            manifest = json.loads(manifest_file.read_text())
+            manifest["files"][STATE_NAME] = {"sha256": file_sha256(state_file), "bytes": state_file.stat().st_size}
+            write_json_atomic(manifest_file, manifest)
+    return freed

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
-from fourds.models.io import save_weights_atomic, write_json_atomic
+from fourds.models.io import read_safetensors, save_weights_atomic, write_json_atomic
 from fourds.train.distributed import DistInfo, barrier
 from fourds.train.probe_data import EvalClips, ShardSampler, collate_clips, to_device
 
@@ -118,11 +117,7 @@ class FeatureCache:
 
         def load(index: int) -> list[dict[str, Any]]:
             path = folder / f"{index:08d}.safetensors"
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-            tensors = load_file(str(path))
+            tensors, meta = read_safetensors(path)  # framing and checksum checked
             extra = json.loads(meta.get("extra", "{}"))
             clips = []
             for c in range(int(meta.get("clips", "1"))):

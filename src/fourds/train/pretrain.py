@@ -31,7 +31,8 @@ from fourds.models.io import save_model, write_json_atomic
 from fourds.models.registry import simple_mae
 from fourds.models.simple_mae import SimpleMAE
 from fourds.seeding import derive_seed
-from fourds.train.checkpoint import Checkpointer
+from fourds.fileio import release_run_folder
+from fourds.train.checkpoint import Checkpointer, lock_run
 from fourds.train.config import RESUMABLE_KEYS, PretrainConfig, resume_config
 from fourds.train.distributed import (
     DistInfo,
@@ -184,6 +185,7 @@ def start_run(cfg: Any, write_config: bool = True) -> Run:
     if bf16 and info.device.type == "cpu":
         log.warning("bf16 on CPU is 10-100x slower than fp32 here; use --precision fp32 on CPU")
     out = Path(cfg.out)
+    lock_run(out, info)  # <out>/.lock for the run's life: a second run on this --out fails with our PID
     ckpt = Checkpointer(out / "checkpoints", info, keep=cfg.keep_checkpoints, sharded=strategy == "fsdp")
     _check_run_dir(cfg, ckpt)
     run = Run(info, strategy, bf16, out, ckpt)
@@ -232,10 +234,11 @@ def open_data(cfg: Any, source: VideoSource | None) -> Data:
 
 
 def resume_run(cfg: Any, run: Run, core: nn.Module, optimizer: torch.optim.Optimizer, data: Data) -> int:
-    """Restore the latest checkpoint when resuming; returns the step to start from."""
-    latest = run.ckpt.latest()
-    if cfg.resume and latest is not None:
-        state = run.ckpt.load(latest, core, optimizer)
+    """Restore the newest intact checkpoint when resuming (an unreadable newer one is reported and set
+    aside, see :meth:`Checkpointer.resume`); returns the step to start from."""
+    resumed = run.ckpt.resume(core, optimizer) if cfg.resume else None
+    if resumed is not None:
+        latest, state = resumed
         start_step = int(state["step"])
         if start_step > cfg.steps:
             raise ValueError(f"--steps {cfg.steps} is below the step of the checkpoint to resume, {latest} "
@@ -356,6 +359,7 @@ def train_loop(
         with _StopFlag() as stop:
             while step < cfg.steps:
                 if step == fault_step:
+                    ckpt.wait()  # the crash comes after the previous (background) save has completed
                     os.kill(os.getpid(), signal.SIGKILL)
                 t0 = time.perf_counter()
                 lr = warmup_cosine(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.min_lr)
@@ -409,12 +413,19 @@ def train_loop(
                     logger.log(step, scalars, bar={"loss": f"{loss_value:.4f}", "clips/s": f"{cfg.batch_size / dt:.1f}"})
                 stop_now = all_reduce_min(0.0 if stop.requested else 1.0, info.device) < 1.0
                 if step % cfg.save_every == 0 or step == cfg.steps or stop_now:
-                    path = ckpt.save(step, core, optimizer, {"config": cfg.to_dict(), "data": data_state_dict(step, cfg, num_videos, failures)})
-                    logger.write(f"saved {path}")
+                    last = step == cfg.steps or stop_now  # periodic saves write in the background
+                    path = ckpt.save(step, core, optimizer, {"config": cfg.to_dict(), "data": data_state_dict(step, cfg, num_videos, failures)},
+                                     background=not last)
+                    logger.write(f"saved {path}" if last else f"saving {path} in the background")
                 if stop_now:
                     logger.write(f"stopped at step {step} on request; resume with --resume")
                     break
+        ckpt.wait()
+    except BaseException:
+        ckpt.wait_quietly()  # a background save finishes (or logs its error); the original error propagates
+        raise
     finally:
+        release_run_folder(run.out)
         logger.close()
         if rank_log is not None:
             rank_log.close()

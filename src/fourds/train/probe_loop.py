@@ -94,9 +94,10 @@ class HeadTrainer:
                 f"--out {self.out} already holds checkpoints ({latest.name}); pass --resume to continue "
                 "that run, or choose a new --out"
             )
-        if latest is None:
+        resumed = self.ckpt.resume(self.core, self.optimizer) if latest is not None else None
+        if resumed is None:
             return 0
-        state = self.ckpt.load(latest, self.core, self.optimizer)
+        latest, state = resumed  # the newest intact checkpoint (an unreadable newer one is set aside)
         self.diverged = [bool(d) for d in state["diverged"]]
         self.counter.update({k: int(v) for k, v in state["counter"].items()})
         log.info("resumed %s from %s at step %d", self.desc, latest, int(state["step"]))

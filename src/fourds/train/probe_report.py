@@ -21,6 +21,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fourds.fileio import atomic_path, write_text_atomic
+
 log = logging.getLogger(__name__)
 
 _PERCENT_UNITS = ("fraction", "iou")
@@ -201,7 +203,8 @@ def layer_curves(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[tup
 def _save(fig: Any, out: Path, stem: str) -> list[Path]:
     paths = [out / f"{stem}.png", out / f"{stem}.svg"]
     for p in paths:
-        fig.savefig(p, dpi=120, bbox_inches="tight")
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight")
     return paths
 
 
@@ -275,7 +278,7 @@ def write_report(run_dirs: Iterable[str | Path], out: str | Path) -> dict[str, A
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = table_rows(runs)
-    with open(out / "results.csv", "w", newline="") as f:
+    with atomic_path(out / "results.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -286,5 +289,5 @@ def write_report(run_dirs: Iterable[str | Path], out: str | Path) -> dict[str, A
             md += [f"![{p.stem}]({p.name})", ""]
     if not any(p.stem == "layer_depth" for p in figures):
         md += ["(no layer-depth plot: no frozen run swept more than one layer; use --layers 0.25,0.5,0.75,0.85,0.95,1.0)", ""]
-    (out / "results.md").write_text("\n".join(md))
+    write_text_atomic(out / "results.md", "\n".join(md))
     return {"runs": len(runs), "markdown": out / "results.md", "csv": out / "results.csv", "figures": figures}

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fourds.fileio import atomic_path
+
 from fourds.train.probe_data import collate_fn, task_clips, to_device
 
 log = logging.getLogger(__name__)
@@ -178,7 +180,8 @@ def visualize_sample(task: Any, sample: dict[str, Any], pred: dict[str, Tensor],
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
     return path
 

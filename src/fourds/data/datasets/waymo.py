@@ -47,6 +47,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from fourds.fileio import atomic_path
+
 from fourds.data.datasets.base import LRU, ClipDataset, SizeSpec, layout_error, resolve_split
 from fourds.data.datasets.images import decode_rgb
 
@@ -407,9 +409,8 @@ def slim_segments(src: str | os.PathLike, dst: str | os.PathLike, split: str = "
         table = pa.concat_tables(parts)
         table = table.take(pc.sort_indices(table, [(TIMESTAMP, "ascending")]))
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        pq.write_table(table, tmp, row_group_size=row_group_size, write_batch_size=row_group_size,
-                       use_dictionary=[c for c in table.column_names if c != IMAGE])
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            pq.write_table(table, tmp, row_group_size=row_group_size, write_batch_size=row_group_size,
+                           use_dictionary=[c for c in table.column_names if c != IMAGE])
         written.append(target)
     return written

@@ -28,6 +28,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from fourds.fileio import atomic_path, write_text_atomic
+
 from fourds.data.synthetic.dataset import SyntheticScenes
 
 FORMAT = "fourds-point-tracks-v1"
@@ -82,15 +84,13 @@ def export_point_tracks(
         },
         "count": len(chosen),
     }
-    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(folder / "meta.json", json.dumps(meta, indent=2) + "\n")
     save = np.savez_compressed if compress else np.savez
     paths = []
     for index in tqdm(chosen, desc=f"export {split}", unit="clip", disable=not progress):
         arrays = to_point_track_arrays(dataset.sample(int(index)), extras)
         path = folder / f"{int(index):06d}.npz"
-        tmp = folder / f".{int(index):06d}.tmp.npz"
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             save(f, **arrays)
-        os.replace(tmp, path)
         paths.append(path)
     return paths
