@@ -25,8 +25,9 @@ Outcomes (``classify``):
 * ``clean_error``: exit status non-zero, no traceback, every output line at most ``MAX_LINE`` characters,
   the damaged file named,
 * failures: ``traceback`` (an exception escaped ``main`` or a traceback was printed), ``long_error``
-  (a line over ``MAX_LINE`` characters: quoted file contents), ``unnamed_error`` (the damaged file is not
-  named), ``overwritten`` (a file of the case folder changed or vanished), ``unpickled`` (the pickle
+  (an error paragraph over ``MAX_CHARS`` characters or cut by the CLI, a report line over ``MAX_LINE``:
+  quoted file contents), ``unnamed_error`` (the damaged file is not named), ``overwritten`` (the content
+  of a file of the case folder is gone: changed or removed, and not moved elsewhere), ``unpickled`` (the pickle
   payload ran: it creates a marker file when unpickled), ``hang`` (over ``--case-timeout`` seconds).
 """
 
@@ -520,7 +521,9 @@ def run_case(seed: int, case: int, templates: Path, work: Path, kinds: tuple[Kin
         rc, output, escaped = _run_in_process(argv, timeout)
     seconds = time.perf_counter() - start
     after = _hashes(case_dir)
-    changed = [p for p, h in before.items() if after.get(p) != h and not p.startswith(kind.volatile or ("\0",))]
+    kept = set(after.values())  # a file moved aside (e.g. an unreadable checkpoint renamed) is not lost
+    changed = [p for p, h in before.items()
+               if after.get(p) != h and h not in kept and not p.startswith(kind.volatile or ("\0",))]
     unpickled = (case_dir / MARKER).exists()
     outcome, summary = classify(kind, rel, rc, output, escaped, changed, unpickled)
     if not keep:
