@@ -53,8 +53,8 @@ import tempfile
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 for _p in (ROOT / "src", ROOT / "tests"):
@@ -102,9 +102,9 @@ def _video_npy(path: Path, frames: int = 16, size: int = 64) -> None:
 
 
 def build_model(folder: Path) -> None:
-    from fourds.models import create, save_model
-
     import torch
+
+    from fourds.models import create, save_model
 
     torch.manual_seed(0)
     save_model(create("4ds-tiny"), folder / "model")

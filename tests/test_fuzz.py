@@ -88,7 +88,7 @@ def test_a_case_is_replayable_from_its_seed(templates, tmp_path):
     first = fuzz.run_case(SEED, case, templates, tmp_path / "a", keep=True)
     again = fuzz.run_case(SEED, case, templates, tmp_path / "b", keep=True)
     other = fuzz.run_case(SEED + 1, case, templates, tmp_path / "c", keep=True)
-    read = lambda root, r: (root / f"case_{case:05d}_{r.kind}" / r.file).read_bytes()  # noqa: E731
+    read = lambda root, r: (root / f"case_{case:05d}_{r.kind}" / r.file).read_bytes()
     assert (first.kind, first.file, first.detail, first.outcome) == (again.kind, again.file, again.detail, again.outcome)
     assert read(tmp_path / "a", first) == read(tmp_path / "b", again)
     assert (other.file, other.damage, other.detail) != (first.file, first.damage, first.detail)
@@ -168,9 +168,9 @@ def test_an_npz_with_a_64k_member_name_gives_a_short_error(tmp_path, capsys):
 # ------------------------------------------------------------------------------------- the CLI
 def _failing(monkeypatch, err: BaseException) -> None:
     """``fourds models`` raises ``err`` (its handler is looked up when the parser is built)."""
-    import fourds.cli.models_cmd as models_cmd
+    from fourds.cli import models_cmd
 
-    def run(args):  # noqa: ANN001
+    def run(args):
         raise err
 
     monkeypatch.setattr(models_cmd, "run", run)

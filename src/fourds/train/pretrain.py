@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from fourds.textfiles import read_json
 from fourds.data import to_float
 from fourds.data.pretrain import ClipSpec, PretrainClips, StepBatchSampler, VideoSource, make_loader
 from fourds.data.sources import DecodeFailures, build_pretrain_source
@@ -32,6 +31,7 @@ from fourds.models.registry import simple_mae
 from fourds.models.simple_mae import SimpleMAE
 from fourds.seeding import derive_seed
 from fourds.fileio import release_run_folder
+from fourds.textfiles import read_json
 from fourds.train.checkpoint import Checkpointer, lock_run
 from fourds.train.config import RESUMABLE_KEYS, PretrainConfig, resume_config
 from fourds.train.distributed import (

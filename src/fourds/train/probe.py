@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -33,10 +32,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fourds.textfiles import read_json
 from fourds.data import to_float
 from fourds.data.pretrain import StepBatchSampler
 from fourds.models.io import register_kind, save_model, save_weights_atomic, write_json_atomic, load_state_into
+from fourds.textfiles import read_json
 from fourds.train.distributed import DistInfo, barrier, init_distributed, wrap_ddp
 from fourds.train.feature_cache import FeatureCache, check_deterministic, feature_key
 from fourds.train.optim import build_adamw, param_groups

@@ -26,7 +26,6 @@ queried there, the paper's protocol). Samples: ``video`` uint8, ``tracks`` ``(P,
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path

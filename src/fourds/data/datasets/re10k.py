@@ -25,7 +25,6 @@ Protocol (not stated in the paper; our choice): 16 frames at stride 2 (about 1.1
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from pathlib import Path

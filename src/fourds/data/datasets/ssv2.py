@@ -18,7 +18,6 @@ Samples: ``video`` uint8 ``(T, H, W, 3)``, ``label`` int64 0-d, ``id`` (the nume
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
