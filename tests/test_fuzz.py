@@ -208,6 +208,9 @@ def test_a_mistyped_backbone_folder_says_no_such_folder(tmp_path, monkeypatch, c
     assert err.index("no such folder") < err.index("hf:")  # the schemes come after
     assert "has no scheme" not in err
     assert not (tmp_path / "p").exists()
+    assert main(["probe", "--backbone", "perframe:runs/tinyy/model", "--task", "synth_depth", "--out", "p"]) == 1
+    assert "no such folder: runs/tinyy/model (runs/ exists but has no 'tinyy'; did you mean 'runs/tiny'?)" in (
+        capsys.readouterr().err)
 
 
 # --------------------------------------------------------------------------------- text readers

@@ -24,40 +24,22 @@ def quote(value: object, limit: int = QUOTE_CHARS) -> str:
 
 
 def looks_like(path: str | os.PathLike, head: bytes | None = None) -> str:
-    """What the file looks like from its size and first bytes, e.g. ``'an HTML page (often the error
-    page of a failed download)'``; never quotes the content."""
+    """What the file looks like from its size and first bytes, e.g. ``'a PNG image'`` or ``'an HTML or XML
+    page (often the error or login page of a failed download)'``; never quotes the content. Images and
+    videos are recognised here, everything else by :func:`fourds.fileio.sniff`."""
+    from fourds.fileio import sniff
+
     path = Path(path)
-    size = path.stat().st_size
     if head is None:
         with open(path, "rb") as f:
             head = f.read(64)
-    if size == 0:
-        return "an empty file (0 bytes)"
-    signatures = (
-        (b"PK\x03\x04", "a zip archive (the format of torch.save and of .npz files)"),
-        (b"\x89PNG", "a PNG image"),
-        (b"\xff\xd8\xff", "a JPEG image"),
-        (b"\x1f\x8b", "a gzip-compressed file"),
-        (b"\x93NUMPY", "a NumPy .npy array"),
-        (b"\x89HDF", "an HDF5 file"),
-        (b"version https://git-lfs", "a Git LFS pointer (the real file was never downloaded: `git lfs pull`)"),
-    )
-    for magic, name in signatures:
+    media = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"\x1a\x45\xdf\xa3", "a WebM/Matroska video"))
+    for magic, name in media:
         if head.startswith(magic):
             return name
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return f"a Python pickle (protocol {head[1]})"
     if len(head) >= 8 and head[4:8] in (b"ftyp", b"moov", b"mdat"):
         return "an MP4/MOV video"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "a WebM/Matroska video"
-    stripped = head.lstrip()
-    if stripped[:1] == b"<":
-        return "an HTML or XML page (often the error page of a failed download)"
-    printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in head)
-    if printable == len(head):
-        return f"a text file ({size} bytes)"
-    return f"binary data ({size} bytes)"
+    return sniff(path, head)
 
 
 def read_text(path: str | os.PathLike, expected: str = "a UTF-8 text file") -> str:
