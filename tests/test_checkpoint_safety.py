@@ -11,7 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -154,6 +154,8 @@ def _fake(kind: str, path: Path, state: dict) -> None:
         path.write_text("<!DOCTYPE html><html><body>SECRET-TOKEN Sign in to continue</body></html>")
     elif kind == "empty":
         path.write_bytes(b"")
+    elif kind == "lfs":
+        path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 1234\n")
     elif kind == "gzip":
         path.write_bytes(gzip.compress(pickle.dumps(state)))
     else:
@@ -163,7 +165,7 @@ def _fake(kind: str, path: Path, state: dict) -> None:
 @pytest.mark.parametrize("kind,looks", [
     ("zip", "a zip archive (the format of torch.save"), ("pickle", "a Python pickle"),
     ("html", "an HTML or XML page"), ("empty", "an empty file"), ("gzip", "a gzip-compressed file"),
-    ("random", "unrecognised binary data"),
+    ("random", "unrecognised binary data"), ("lfs", "a Git LFS pointer"),
 ])
 def test_a_non_safetensors_model_file_says_what_it_is(kind, looks, tmp_path):
     vit = fm.create("4ds-tiny", input_size=(4, 32, 32))
@@ -243,18 +245,28 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypa
 
 def test_a_second_run_on_one_out_names_the_lock_and_its_holder(tmp_path):
     out = tmp_path / "run"
+    # The holder forks a child that outlives it, as data-loader workers do for a few seconds after the
+    # run is SIGKILLed: the lock must die with the holder, not with its last child.
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from fourds.fileio import lock_run_folder; "
-                               "lock_run_folder(sys.argv[1]); print('locked', flush=True); time.sleep(120)", str(out)],
+        [sys.executable, "-c", "import os, sys, time; from fourds.fileio import lock_run_folder; "
+                               "lock_run_folder(sys.argv[1]); child = os.fork(); "
+                               "print('locked', child, flush=True) if child else None; time.sleep(60)", str(out)],
         env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.PIPE, text=True)
+    child = 0
     try:
-        assert holder.stdout.readline().strip() == "locked"
+        word, child = holder.stdout.readline().split()
+        child = int(child)
+        assert word == "locked"
         with pytest.raises(RuntimeError, match=rf"in use by another fourds run: process {holder.pid} holds .*run/\.lock"):
             pretrain(small_cfg(out, steps=2))
-    finally:
-        holder.kill()  # a crash: the kernel releases the lock
+        holder.kill()  # a crash: the kernel releases the lock although the forked child still runs
         holder.wait()
-    pretrain(small_cfg(out, steps=2))
+        os.kill(child, 0)  # still alive
+        pretrain(small_cfg(out, steps=2))
+    finally:
+        holder.kill()
+        if child:
+            os.kill(child, signal.SIGKILL)
     assert (out / "model" / "model.safetensors").is_file()
 
 
@@ -272,25 +284,37 @@ def _model_and_optimizer():
 def test_background_save_writes_the_state_of_the_step_it_was_called_at(tmp_path, monkeypatch):
     import fourds.train.checkpoint as ck
 
-    real = ck.save_weights_atomic
-    monkeypatch.setattr(ck, "save_weights_atomic", lambda *a, **k: (time.sleep(0.5), real(*a, **k)))
+    real, go = ck.save_weights_atomic, threading.Event()
+    monkeypatch.setattr(ck, "save_weights_atomic", lambda *a, **k: (go.wait(30), real(*a, **k)))
+    go.set()
     vit, opt = _model_and_optimizer()
     expected = {k: v.clone() for k, v in vit.state_dict().items()}
     moment = opt.state_dict()["state"][0]["exp_avg"].clone()
     ckpt = Checkpointer(tmp_path / "ckpt", CPU, keep=1)
     first = ckpt.save(1, vit, opt, {})
+    go.clear()  # the writer of the next save waits until the loop below has changed everything
     second = ckpt.save(2, vit, opt, {"note": "x"}, background=True)
     assert not second.exists() and first.exists()  # still being written; nothing rotated yet
     with torch.no_grad():  # the training loop goes on and changes everything in place
         for p in vit.parameters():
             p.add_(1.0)
         opt.state_dict()["state"][0]["exp_avg"].add_(1.0)
+    go.set()
     ckpt.wait()
     assert sorted(p.name for p in ckpt.root.iterdir()) == ["step_00000002"]  # rotated only after the rename
     saved = load_file(str(second / "model.safetensors"))
     assert all(torch.equal(saved[k], expected[k]) for k in expected)
     state = torch.load(second / "train_state.pt", weights_only=True)
     assert torch.equal(state["optimizer"]["state"][0]["exp_avg"], moment) and state["note"] == "x"
+    # the next background save reuses the snapshot buffers: still the state of its own step
+    expected = {k: v.clone() for k, v in vit.state_dict().items()}
+    third = ckpt.save(3, vit, opt, {}, background=True)
+    with torch.no_grad():
+        for p in vit.parameters():
+            p.mul_(2.0)
+    ckpt.wait()
+    saved = load_file(str(third / "model.safetensors"))
+    assert all(torch.equal(saved[k], expected[k]) for k in expected)
 
 
 def test_background_save_errors_surface_at_the_next_wait(tmp_path, monkeypatch):
@@ -337,3 +361,64 @@ def test_finalize_drops_optimizer_state_and_keeps_model_folders(finished_run, tm
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "step_00000008 has no optimiser state" in text and "unreadable" not in text, text
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000008", "step_00000010"]
+
+
+@pytest.mark.slow  # three 2-rank torchrun runs: ~80 s on 2 cores
+def test_fsdp_async_save_killed_mid_save_and_a_damaged_shard_both_resume_bit_identical(tmp_path):
+    """Two CPU ranks (gloo): dcp.async_save, SIGKILL before the checkpoint is complete, resume; then a
+    truncated DCP shard in the newest checkpoint falls back to the previous one on every rank."""
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "fourds"]
+    args = [*SMALL[:-6], "--steps", "6", "--save-every", "2", "--warmup-steps", "2", "--strategy", "fsdp"]
+
+    def torchrun(out, env_extra=None, extra=(), check=True):
+        env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+        proc = subprocess.run([sys.executable, *launcher, *args, "--out", str(out), *extra], env=env,
+                              capture_output=True, text=True, timeout=300)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"exit {proc.returncode}\n{proc.stderr[-3000:]}")
+        return proc
+
+    torchrun(tmp_path / "whole")
+    cut = tmp_path / "cut"
+    killed = torchrun(cut, env_extra={"FOURDS_FAULT_IN_SAVE": "4"}, check=False)
+    assert killed.returncode != 0
+    names = sorted(p.name for p in (cut / "checkpoints").iterdir())
+    assert names == [".tmp_step_00000004", "step_00000002"], names
+    torchrun(cut, extra=["--resume"])
+    assert_same_weights(tmp_path / "whole" / "model", cut / "model")
+
+    shard = sorted((cut / "checkpoints" / "step_00000006" / "dcp").glob("*.distcp"))[-1]
+    shard.write_bytes(shard.read_bytes()[:100])
+    shutil.copytree(cut / "model", tmp_path / "reference")
+    proc = torchrun(cut, extra=["--resume"])
+    assert f"step_00000006/dcp/{shard.name}" in proc.stderr and "trying the previous checkpoint" in proc.stderr
+    assert (cut / "checkpoints" / "step_00000006.unreadable").is_dir()
+    assert_same_weights(tmp_path / "reference", cut / "model")
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_state_file_errors_say_what_is_wrong_and_never_unpickle(tmp_path):
+    from fourds.train.checkpoint import StateFileError, safe_load
+
+    marker = tmp_path / "pwned"
+    good = tmp_path / "good.pt"
+    torch.save({"step": 3, "x": torch.ones(2)}, good)
+    cases = {
+        "text.pt": (lambda p: p.write_text("hello"), r"not a torch.save file \(it looks like a text file\)"),
+        "truncated.pt": (lambda p: p.write_bytes(good.read_bytes()[:200]), r"a damaged or truncated torch.save file"),
+        "exploit.pt": (lambda p: torch.save({"a": _Exploit(marker)}, p), r"holds Python objects.*a reference to posix\.system"),
+        "pickle.pt": (lambda p: p.write_bytes(pickle.dumps({"a": _Exploit(marker)}, protocol=4)), r"a Python pickle that the weights-only"),
+    }
+    for name, (write, message) in cases.items():
+        write(tmp_path / name)
+        with pytest.raises(StateFileError, match=message):
+            safe_load(tmp_path / name)
+    assert not marker.exists()
+    assert safe_load(good)["step"] == 3

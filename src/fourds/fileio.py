@@ -11,8 +11,8 @@ reason.
 :func:`sniff` names what a file looks like from its first bytes (zip = ``torch.save``, pickle, HTML page,
 gzip, Git LFS pointer, ...) for error messages; it never quotes file contents.
 
-:func:`lock_run_folder` takes ``fcntl.flock`` on ``<out>/.lock`` for the life of a run, so a second run
-on the same ``--out`` fails with the holder's PID; the kernel drops the lock when the holder exits or is
+:func:`lock_run_folder` locks ``<out>/.lock`` (``fcntl.lockf``) for the life of a run, so a second run on
+the same ``--out`` fails with the holder's PID; the kernel drops the lock when the holder exits or is
 killed, so a crash never leaves a stale lock.
 """
 
@@ -160,13 +160,18 @@ def sniff(path: str | os.PathLike, head: bytes | None = None) -> str:
 
 # --- run-folder lock ----------------------------------------------------------------------------------------
 
-_HELD: dict[str, int] = {}  # realpath of the lock file -> open file descriptor holding the flock
+_HELD: dict[str, int] = {}  # realpath of the lock file -> the open file descriptor holding the lock
 
 
 def lock_run_folder(out: str | os.PathLike) -> Path:
     """Take the exclusive lock ``<out>/.lock`` for this process (re-entrant within the process); returns
-    its path. The lock lives until :func:`release_run_folder` or the end of the process (the kernel
-    releases it on exit or crash; forked data-loader workers share it until they exit).
+    its path. The lock lives until :func:`release_run_folder` or the end of the process: the kernel
+    releases it when the process exits or is killed.
+
+    It is a POSIX record lock (``fcntl.lockf``), not ``flock``: those belong to the process, so forked
+    data-loader workers (which inherit the descriptor) do not keep the folder locked after a SIGKILL of
+    the run; ``--resume`` right after a crash works. This module never opens the lock file twice (closing
+    any descriptor of it would drop a POSIX lock).
 
     Raises:
         RuntimeError: another process holds it (the message names the lock file and the holder's PID).
@@ -181,7 +186,7 @@ def lock_run_folder(out: str | os.PathLike) -> Path:
     except OSError as err:
         raise RuntimeError(f"cannot create the run lock {lock}: {describe_os_error(err)}") from err
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
         holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
         os.close(fd)

@@ -35,9 +35,8 @@ from typing import Any
 
 from torch.utils.data import IterableDataset, get_worker_info
 
-from fourds.fileio import write_text_atomic
-
 from fourds.data.sources import VIDEO_EXTENSIONS, VideoCollection, VideoEntry
+from fourds.fileio import write_text_atomic
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from fourds.fileio import atomic_path, write_text_atomic
-
 from fourds.models.backbone import resolve_layers
 
 Allocate = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]

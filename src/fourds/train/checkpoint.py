@@ -21,15 +21,17 @@ What survives a crash:
   is loaded into the model or optimiser, so a half-loaded model is impossible. An unreadable checkpoint
   gives a warning naming the file and why, is moved aside to ``step_XXXXXXXX.unreadable`` (nothing is
   deleted), and the newest intact one is used; if none is intact, a RuntimeError lists each problem.
-- ``save(..., background=True)`` (unsharded runs) copies the state to CPU memory at the step boundary
-  and writes it in a background thread; the next save, :meth:`Checkpointer.wait` or the end of the loop
-  waits for it, and a background failure is raised there. Sharded (FSDP/DCP) saves always block.
+- ``save(..., background=True)`` copies the state to CPU memory at the step boundary and writes it in a
+  background thread (FSDP2 runs: ``torch.distributed.checkpoint.async_save`` on a gloo group of its
+  own); the next save, :meth:`Checkpointer.wait` or the end of the loop waits for it, renames it into
+  place, and raises a background failure there.
 
 State files load with ``torch.load(weights_only=True)``: no pickled code is ever executed.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -40,6 +42,7 @@ import shutil
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +51,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from fourds.fileio import WriteError, atomic_path, describe_os_error, lock_run_folder, write_json_atomic
+from fourds.fileio import WriteError, atomic_path, describe_os_error, lock_run_folder, sniff, write_json_atomic
 from fourds.models.io import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -109,17 +112,45 @@ def _to_tuple(obj: Any) -> Any:
     return tuple(_to_tuple(x) for x in obj) if isinstance(obj, (list, tuple)) else obj
 
 
+class StateFileError(RuntimeError):
+    """A ``torch.save`` state file fourds refuses to load; ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+def _load_problem(path: Path, err: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` failed on ``path``, in a short sentence (no file content)."""
+    what = sniff(path)
+    if not what.startswith(("a zip", "a Python pickle")):
+        return f"refusing to load it: not a torch.save file (it looks like {what})"
+    text = str(err)
+    unsafe = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]{1,100})", text)
+    if unsafe:
+        return (f"refusing to load it: it holds Python objects, not only tensors (a reference to {unsafe.group(1)}); "
+                f"fourds never unpickles code")
+    if what.startswith("a Python pickle"):
+        return ("refusing to load it: a Python pickle that the weights-only loader cannot read (not a plain-tensor "
+                "torch.save file, or damaged); fourds never unpickles code")
+    first = (text.strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:160]
+    return f"refusing to load it: a damaged or truncated torch.save file ({type(err).__name__}: {first})"
+
+
 def safe_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` with a clear error for missing or unsafe files."""
+    """``torch.load(weights_only=True)`` with a clear error for missing, damaged or unsafe files.
+
+    Raises:
+        FileNotFoundError: no such file.
+        StateFileError: not a torch.save file, damaged, or holding more than tensors and plain
+            containers (never unpickled).
+    """
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {path} is missing")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError for unsafe content, RuntimeError/EOFError for corrupt files
-        raise RuntimeError(
-            f"refusing to load {path}: not a plain-tensor training state ({type(err).__name__}: {str(err)[:200]}). "
-            f"fourds never unpickles code; delete this checkpoint to resume from the previous one."
-        ) from err
+        raise StateFileError(path, _load_problem(path, err)) from None
 
 
 def save_torch_atomic(obj: Any, path: Path) -> None:
@@ -148,6 +179,43 @@ def _cpu_copy(obj: Any, copy: bool) -> Any:
     return obj
 
 
+class _Staging:
+    """Reusable CPU buffers for background-save snapshots: the tensors of one snapshot are copied into
+    the buffers of the previous one (same traversal order, same shapes), so a periodic save touches warm
+    memory instead of allocating (and page-faulting) gigabytes each time; pinned when copying from CUDA.
+    Only used once the previous background write has finished."""
+
+    def __init__(self) -> None:
+        self.buffers: list[torch.Tensor] = []
+        self.index = 0
+
+    def __call__(self, obj: Any) -> Any:
+        self.index = 0
+        out = self._copy(obj)
+        del self.buffers[self.index:]
+        return out
+
+    def _copy(self, obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach()
+            if hasattr(t, "to_local"):  # a DTensor is never staged here (sharded saves use DCP)
+                return t.to("cpu", copy=True)
+            i = self.index
+            self.index += 1
+            if i < len(self.buffers) and self.buffers[i].shape == t.shape and self.buffers[i].dtype == t.dtype:
+                buf = self.buffers[i]
+            else:
+                buf = torch.empty(t.shape, dtype=t.dtype, pin_memory=t.is_cuda)
+                self.buffers[i:i + 1] = [buf]
+            buf.copy_(t, non_blocking=t.is_cuda)
+            return buf
+        if isinstance(obj, dict):
+            return {k: self._copy(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(self._copy(v) for v in obj)
+        return obj
+
+
 def _clone_tree(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.detach().clone()
@@ -173,7 +241,7 @@ class Checkpointer:
         root: the checkpoints folder.
         info: this process's rank and device.
         keep: how many step checkpoints to keep (older ones are removed after a new one is complete).
-        sharded: FSDP2 run (DCP sharded model/optimiser; saves always block).
+        sharded: FSDP2 run (DCP sharded model/optimiser).
     """
 
     def __init__(self, root: str | Path, info: DistInfo, keep: int = 2, sharded: bool = False) -> None:
@@ -184,6 +252,9 @@ class Checkpointer:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._pending: Path | None = None
+        self._sharded_pending: tuple[int, Path, Path, Any] | None = None
+        self._gloo: Any = None
+        self._staging = _Staging()
 
     def step_dirs(self) -> list[Path]:
         """Complete checkpoints, oldest first (temporary and moved-aside folders are not listed)."""
@@ -205,10 +276,10 @@ class Checkpointer:
              background: bool = False) -> Path:
         """Write the checkpoint of ``step`` (collective: every rank must call it); returns its final path.
 
-        With ``background`` (unsharded runs; ignored for sharded ones) the model, optimiser and RNG state
-        are copied to CPU memory now and written by a background thread; the checkpoint appears at the
-        returned path once complete. A previous background save is waited for first, and its error, if
-        any, is raised here.
+        With ``background`` the model, optimiser and RNG state are copied to CPU memory now and written
+        by a background thread (sharded runs: ``dcp.async_save``); the checkpoint appears at the returned
+        path once complete (sharded: at the next :meth:`wait` or :meth:`save`, a collective). A previous
+        background save is waited for first, and its error, if any, is raised here.
 
         Raises:
             RuntimeError: the write failed (e.g. a full disk); the message names the intact previous
@@ -227,7 +298,7 @@ class Checkpointer:
         barrier()
         rng = rng_state()
         if self.sharded:
-            self._save_sharded(step, model, optimizer, state, final, tmp, rng)
+            self._save_sharded(step, model, optimizer, state, final, tmp, rng, background)
             return final
         if not self.info.is_main:
             save_torch_atomic(rng, tmp / f"rng_rank{self.info.rank}.pt")
@@ -235,12 +306,16 @@ class Checkpointer:
             barrier()
             return final
         barrier()
-        weights = _cpu_copy(model.state_dict(), copy=background)
+        if background:  # a snapshot: the loop goes on changing the live tensors in place
+            weights, optim = self._staging({"w": model.state_dict(), "o": optimizer.state_dict()}).values()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # the non-blocking device-to-host copies are complete
+        else:
+            weights, optim = _cpu_copy(model.state_dict(), copy=False), _cpu_copy(optimizer.state_dict(), copy=False)
         job = {
             "weights": weights,
             "config": model_folder_config(model, {"step": step}),
-            "state": {**_cpu_copy(state, copy=background), "optimizer": _cpu_copy(optimizer.state_dict(), copy=background),
-                      "step": step},
+            "state": {**_cpu_copy(state, copy=True), "optimizer": optim, "step": step},
             "rng": rng,
         }
         if background:
@@ -276,21 +351,46 @@ class Checkpointer:
             raise
 
     def _save_sharded(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
-                      final: Path, tmp: Path, rng: dict[str, Any]) -> None:
+                      final: Path, tmp: Path, rng: dict[str, Any], background: bool) -> None:
+        """FSDP2: DCP shards (``dcp.async_save`` when ``background``: it copies the shards to CPU memory
+        and returns; :meth:`wait` completes the checkpoint on every rank), the training state and RNG."""
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
         failure: BaseException | None = None
+        future = None
         try:
             model_sd, optim_sd = get_state_dict(model, optimizer)
-            dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "dcp"))
-            if os.environ.get(FAULT_SAVE_ENV) == str(step):
-                os.kill(os.getpid(), signal.SIGKILL)
+            sd = {"model": model_sd, "optim": optim_sd}
+            if background:
+                future = dcp.async_save(sd, checkpoint_id=str(tmp / "dcp"), process_group=self._cpu_group())
+            else:
+                dcp.save(sd, checkpoint_id=str(tmp / "dcp"))
             if self.info.is_main:
-                save_torch_atomic({**state, "step": step}, tmp / STATE_NAME)
+                save_torch_atomic({**_cpu_copy(state, copy=True), "step": step}, tmp / STATE_NAME)
             save_torch_atomic(rng, tmp / f"rng_rank{self.info.rank}.pt")
         except (WriteError, OSError) as err:
             failure = err
+        if future is not None and failure is None:
+            self._sharded_pending = (step, final, tmp, future)
+            self._pending = final
+            return
+        if future is not None:
+            with suppress(Exception):
+                future.result()
+        self._complete_sharded(step, final, tmp, failure)
+
+    def _cpu_group(self) -> Any:
+        """A gloo process group of its own for ``dcp.async_save`` (its write thread runs collectives while
+        the loop runs its own on the default group; created at the first background save, on every rank)."""
+        if self._gloo is None:
+            self._gloo = dist.new_group(backend="gloo")
+        return self._gloo
+
+    def _complete_sharded(self, step: int, final: Path, tmp: Path, failure: BaseException | None) -> None:
+        """Collective: agree that every rank wrote its files, then rank 0 renames ``tmp`` into place."""
+        if failure is None and os.environ.get(FAULT_SAVE_ENV) == str(step):
+            os.kill(os.getpid(), signal.SIGKILL)
         if all_reduce_min(0.0 if failure else 1.0, self.info.device) < 1.0:
             if self.info.is_main:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -331,8 +431,19 @@ class Checkpointer:
                                     f"behind and {where}")
 
     def wait(self) -> None:
-        """Block until the background save (if any) is complete; raise its error (once)."""
+        """Block until the background save (if any) is complete; raise its error (once). Collective for
+        sharded runs (every rank calls it at the same point, as :meth:`save`)."""
         self._join()
+        if self._sharded_pending is not None:
+            step, final, tmp, future = self._sharded_pending
+            self._sharded_pending = None
+            failure: BaseException | None = None
+            try:
+                future.result()
+            except Exception as err:  # the shards of this rank were not written
+                failure = err if isinstance(err, (OSError, WriteError)) else OSError(errno.EIO, str(err)[:300])
+            self._pending = None
+            self._complete_sharded(step, final, tmp, failure)
         err, self._error = self._error, None
         pending, self._pending = self._pending, None
         if err is not None:
@@ -347,7 +458,16 @@ class Checkpointer:
             self._thread = None
 
     def wait_quietly(self) -> None:
-        """:meth:`wait`, logging instead of raising a background error (for error paths that already raise)."""
+        """:meth:`wait`, logging instead of raising a background error (for error paths that already raise).
+
+        A pending sharded save is only waited for locally (no collective: the other ranks may not be here);
+        it stays in its temporary folder and the previous checkpoint remains the newest."""
+        if self._sharded_pending is not None:
+            _, final, _, future = self._sharded_pending
+            self._sharded_pending = self._pending = None
+            with suppress(Exception):
+                future.result()
+            log.warning("the background save of %s was abandoned (the run stopped with an error)", final)
         try:
             self.wait()
         except RuntimeError as err:
@@ -382,7 +502,7 @@ class Checkpointer:
         def guarded(file: Path, read: Callable[[], Any]) -> Any:
             try:
                 return read()
-            except CorruptFileError as err:
+            except (CorruptFileError, StateFileError) as err:
                 raise CheckpointError(file, err.reason) from None
             except (RuntimeError, OSError, ValueError) as err:
                 raise CheckpointError(file, str(err)[:300]) from None

@@ -26,11 +26,11 @@ from torch import nn
 from fourds.data import to_float
 from fourds.data.pretrain import ClipSpec, PretrainClips, StepBatchSampler, VideoSource, make_loader
 from fourds.data.sources import DecodeFailures, build_pretrain_source
+from fourds.fileio import release_run_folder
 from fourds.models.io import save_model, write_json_atomic
 from fourds.models.registry import simple_mae
 from fourds.models.simple_mae import SimpleMAE
 from fourds.seeding import derive_seed
-from fourds.fileio import release_run_folder
 from fourds.textfiles import read_json
 from fourds.train.checkpoint import Checkpointer, lock_run
 from fourds.train.config import RESUMABLE_KEYS, PretrainConfig, resume_config
@@ -187,7 +187,11 @@ def start_run(cfg: Any, write_config: bool = True) -> Run:
     out = Path(cfg.out)
     lock_run(out, info)  # <out>/.lock for the run's life: a second run on this --out fails with our PID
     ckpt = Checkpointer(out / "checkpoints", info, keep=cfg.keep_checkpoints, sharded=strategy == "fsdp")
-    _check_run_dir(cfg, ckpt)
+    try:
+        _check_run_dir(cfg, ckpt)
+    except ValueError:
+        release_run_folder(out)
+        raise
     run = Run(info, strategy, bf16, out, ckpt)
     if write_config:
         write_run_config(cfg, run)

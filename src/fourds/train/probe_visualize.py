@@ -20,7 +20,6 @@ import torch
 from torch import Tensor
 
 from fourds.fileio import atomic_path
-
 from fourds.train.probe_data import collate_fn, task_clips, to_device
 
 log = logging.getLogger(__name__)

@@ -47,10 +47,9 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from fourds.fileio import atomic_path
-
 from fourds.data.datasets.base import LRU, ClipDataset, SizeSpec, layout_error, resolve_split
 from fourds.data.datasets.images import decode_rgb
+from fourds.fileio import atomic_path
 
 T = TypeVar("T")
 

@@ -28,9 +28,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from fourds.fileio import atomic_path, write_text_atomic
-
 from fourds.data.synthetic.dataset import SyntheticScenes
+from fourds.fileio import atomic_path, write_text_atomic
 
 FORMAT = "fourds-point-tracks-v1"
 EXTRA_KEYS = ("depth", "intrinsics", "cam_to_world", "boxes", "box_valid", "track_object", "segmentation", "label")
