@@ -331,7 +331,8 @@ def damage(path: Path, how: str, rng: random.Random, case_dir: Path) -> str:
         path.write_bytes(bytes(buf))
         return f"{n} byte(s) flipped, {where}, of {len(data)} bytes"
     if how == "header":  # the fields parsers trust most: a zip member's name length, else the first bytes
-        starts = [i for i in range(len(data) - 30) if data[i:i + 4] == b"PK\x03\x04"] if data[:2] == b"PK" else []
+        starts = [m.start() for m in re.finditer(b"PK\x03\x04", data) if m.start() + 30 <= len(data)] if (
+            data[:2] == b"PK") else []
         buf = bytearray(data)
         if starts:
             i = rng.choice(starts)
@@ -380,10 +381,12 @@ def plan(seed: int, case: int, kinds: tuple[Kind, ...]) -> tuple[Kind, str, str,
     return kind, rng.choice(files), rng.choice(DAMAGES), rng
 
 
-_ALL: dict[str, tuple[str, ...]] = {}
+_ALL: dict[str, tuple[str, ...]] = {}  # kind -> every file of its template, for kinds that list none
 
 
 def _all_files(kind: Kind) -> tuple[str, ...]:
+    if kind.name not in _ALL:
+        raise RuntimeError(f"kind {kind.name!r} lists no files: build its template first (build_templates)")
     return _ALL[kind.name]
 
 
