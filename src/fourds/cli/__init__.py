@@ -54,13 +54,33 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        # User errors carry their fix in the message; show it without a traceback unless -v.
+    except (ValueError, OSError, RuntimeError) as err:
+        # User errors carry their fix in the message; show it without a traceback unless -v. OSError: the
+        # environment (a full disk, a permission, a missing file), which the message names.
         if args.verbose:
             raise
-        print(f"fourds {args.command}: error: {err}", file=sys.stderr)
+        print(f"fourds {args.command}: error: {error_message(err)}", file=sys.stderr)
         return 1
     return int(result or 0)
+
+
+MAX_ERROR_CHARS = 1000
+
+
+def error_message(err: BaseException, limit: int = MAX_ERROR_CHARS) -> str:
+    """``str(err)`` for the one-line CLI error, cut to about ``limit`` characters.
+
+    Messages are written to be short; the cut is a safety net for one that quotes too much (a library's
+    message embedding file contents), so that a damaged file can never flood the terminal. The head and
+    the tail are kept: the file is usually named first and the fix last.
+    """
+    text = str(err) or type(err).__name__
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
+        text = f"{err.filename}: {text}"
+    if len(text) <= limit:
+        return text
+    head, tail = text[: limit * 2 // 3], text[-(limit // 4):]
+    return f"{head} [... {len(text) - len(head) - len(tail)} more characters cut] {tail}"
 
 
 if __name__ == "__main__":  # pragma: no cover

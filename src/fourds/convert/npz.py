@@ -14,7 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
+from fourds.textfiles import looks_like, quote
+
 _NPY_SUFFIX = ".npy"
+
+
+def _short(err: BaseException, limit: int = 160) -> str:
+    """A library error cut to ``limit`` characters: zipfile quotes whole (possibly damaged, 64 KiB) member
+    names from the file, and the message must never carry the file's bytes."""
+    text = str(err)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -42,9 +51,9 @@ class NpzReader:
             self._zip = zipfile.ZipFile(self.path)
         except (zipfile.BadZipFile, OSError) as err:
             raise ValueError(
-                f"{self.path} is not a readable .npz archive ({err}); the file may be truncated or not a numpy "
-                "savez file - download it again"
-            ) from err
+                f"{self.path} is not a readable .npz archive ({_short(err)}); it looks like {looks_like(self.path)}; "
+                "the file may be truncated or not a numpy savez file - download it again"
+            ) from None
         self.info: dict[str, ArrayInfo] = {}
         self._members: dict[str, str] = {}
         try:
@@ -53,7 +62,8 @@ class NpzReader:
                     continue
                 if not member.filename.endswith(_NPY_SUFFIX):
                     raise ValueError(
-                        f"{self.path} holds {member.filename!r}, which is not a .npy array; "
+                        f"{self.path} holds {quote(member.filename)}, which is not a .npy array (a damaged "
+                        "archive, or not a checkpoint); "
                         "expected a numpy .npz of parameter arrays"
                     )
                 key = member.filename[: -len(_NPY_SUFFIX)]
@@ -76,12 +86,12 @@ class NpzReader:
                     shape, _, dtype = np.lib.format.read_array_header_2_0(f)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
             raise ValueError(
-                f"{self.path}: the header of array {member.filename!r} is unreadable ({err}); "
+                f"{self.path}: the header of array {quote(member.filename)} is unreadable ({_short(err)}); "
                 "the file is corrupt or truncated - download it again"
-            ) from err
+            ) from None
         if dtype.hasobject:
             raise ValueError(
-                f"{self.path}: array {member.filename!r} holds Python objects (a pickle); "
+                f"{self.path}: array {quote(member.filename)} holds Python objects (a pickle); "
                 "only numeric arrays are accepted"
             )
         return ArrayInfo(tuple(int(s) for s in shape), dtype)
@@ -104,9 +114,9 @@ class NpzReader:
                 array = np.lib.format.read_array(f, allow_pickle=False)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
             raise ValueError(
-                f"{self.path}: array {key!r} could not be read ({err}); the file is corrupt or truncated - "
-                "download it again"
-            ) from err
+                f"{self.path}: array {quote(key)} could not be read ({_short(err)}); the file is corrupt or "
+                "truncated - download it again"
+            ) from None
         return array
 
     def close(self) -> None:

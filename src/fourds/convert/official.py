@@ -36,6 +36,7 @@ from fourds.convert.heads import HEADS_DIR, VideoPatchReadout, save_heads
 from fourds.convert.npz import ArrayInfo, NpzReader
 from fourds.models.io import CONFIG_NAME, save_model
 from fourds.models.vit import VideoViT, ViTConfig
+from fourds.textfiles import quote
 
 _PATCH_KERNEL = "encoder/patch_embedding/Conv_0/kernel"
 _POSENC = "encoder/posenc/embeddings"
@@ -71,14 +72,14 @@ def detect_layout(keys: list[str], path: str = "checkpoint") -> Layout:
     if not hits:
         raise ValueError(
             f"{path} does not look like a 4DS checkpoint: no key ends with {_PATCH_KERNEL!r} (expected "
-            f"'params/{_PATCH_KERNEL}' or 'params/layers_0/{_PATCH_KERNEL}'); first keys: {sorted(keys)[:8]}"
+            f"'params/{_PATCH_KERNEL}' or 'params/layers_0/{_PATCH_KERNEL}'); first keys: {[quote(k) for k in sorted(keys)[:8]]}"
         )
     if len(hits) > 1:
-        raise ValueError(f"{path} holds several encoders (prefixes {sorted(hits)}); expected exactly one")
+        raise ValueError(f"{path} holds several encoders (prefixes {[quote(h) for h in sorted(hits)[:5]]}); expected exactly one")
     prefix = hits[0]
     if prefix not in ("params/", "params/layers_0/", "", "layers_0/"):
         raise ValueError(
-            f"{path}: unexpected encoder prefix {prefix!r}; known layouts are 'params/encoder/...' "
+            f"{path}: unexpected encoder prefix {quote(prefix)}; known layouts are 'params/encoder/...' "
             "(backbone files) and 'params/layers_0/encoder/...' (the depth file)"
         )
     readout = None
@@ -270,7 +271,7 @@ def _check(info: dict[str, ArrayInfo], tables: list[tuple[str, list[_Entry]]], w
     """All problems at once: missing keys, unknown keys, wrong shapes, non-float arrays."""
     wanted = {prefix + e.src: e for prefix, entries in tables for e in entries}
     missing = sorted(set(wanted) - set(info))
-    unknown = sorted(set(info) - set(wanted))
+    unknown = [k if len(k) <= 100 else f"{k[:100]}..." for k in sorted(set(info) - set(wanted))]  # a damaged name: 64 KiB
     shapes = [
         f"{k}: file {info[k].shape}, expected {e.shape}"
         for k, e in sorted(wanted.items())

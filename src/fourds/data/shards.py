@@ -94,8 +94,9 @@ def scan_shard(path: Path) -> list[dict[str, Any]]:
                 elif ext == "json":
                     data = tar.extractfile(member)
                     rec["labels"] = json.loads(data.read()) if data is not None else {}
-    except (tarfile.TarError, OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"shard {path} is not a readable WebDataset tar ({type(err).__name__}: {err})") from err
+    except (tarfile.TarError, OSError, ValueError) as err:  # ValueError: a label member that is not JSON / UTF-8
+        raise ValueError(f"shard {path} is not a readable WebDataset tar ({type(err).__name__}: {str(err)[:200]}); "
+                         f"recreate it with `fourds data shard`") from None
     good = [r for r in samples.values() if r["ext"] is not None]
     if len(good) < len(samples):
         log.warning("shard %s: %d samples have no video member (skipped)", path, len(samples) - len(good))
@@ -157,7 +158,7 @@ def _index_from_file(shards: Sequence[Path]) -> list[list[dict[str, Any]]] | Non
                 return None  # stale or partial index: scan instead
             out.append(rec["samples"])
         return out
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # ValueError: not JSON, or not UTF-8
         log.warning("ignoring unreadable %s (scanning the shards instead)", index_path)
         return None
 
@@ -292,7 +293,10 @@ def _stream_shard(path: Path) -> Iterator[dict[str, Any]]:
             if ext in _VIDEO_EXTS:
                 rec["video"] = payload
             elif ext == "json":
-                rec["labels"] = json.loads(payload)
+                try:
+                    rec["labels"] = json.loads(payload)
+                except ValueError as err:
+                    raise ValueError(f"shard {path}: member {member.name[:100]!r} is not JSON ({str(err)[:100]})") from None
     if rec is not None and rec["video"] is not None:
         yield _public(rec)
 

@@ -21,6 +21,7 @@ loop-side bookkeeping (named once in the log, counted with the scalars, stop abo
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -134,20 +135,28 @@ class FileList:
 
 
 def _read_manifest(path: Path) -> list[dict[str, Any]]:
+    from fourds.textfiles import quote, read_text
+
+    expected = "a manifest: CSV with a 'path' column, or JSON lines with a 'path' key"
+    text = read_text(path, expected)
     if path.suffix.lower() == ".csv":
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
+        try:
+            reader = csv.DictReader(io.StringIO(text, newline=""))
             if reader.fieldnames is None or "path" not in reader.fieldnames:
-                raise ValueError(f"manifest {path} needs a header row with a 'path' column, got {reader.fieldnames}")
+                got = "an empty file" if reader.fieldnames is None else f"columns {quote(reader.fieldnames)}"
+                raise ValueError(f"manifest {path} needs a header row with a 'path' column, got {got}")
             return [dict(r) for r in reader]
+        except csv.Error as err:
+            raise ValueError(f"manifest {path} is not a readable CSV file ({err}); expected {expected}") from None
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"manifest {path}, line {n}: not JSON ({err})") from err
+            raise ValueError(f"manifest {path}, line {n}: not JSON ({err.msg} at column {err.colno}); expected "
+                             f"one JSON object per line with a 'path' key") from None
         if not isinstance(row, dict):
             raise ValueError(f"manifest {path}, line {n}: expected a JSON object with a 'path' key")
         rows.append(row)

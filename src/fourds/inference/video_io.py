@@ -62,7 +62,16 @@ def _as_uint8(video: np.ndarray, source: str) -> np.ndarray:
 
 
 def _load_array(path: Path) -> np.ndarray:
-    video = np.load(path, mmap_mode="r", allow_pickle=False)
+    try:
+        video = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        # numpy calls any file without the .npy magic "pickled (object) data": say what it looks like instead
+        from fourds.textfiles import looks_like
+
+        raise ValueError(f"{path} is not a readable .npy video array ({str(err)[:80]}); it looks like "
+                         f"{looks_like(path)}. Save the video with numpy.save as uint8 (T, H, W, 3)") from None
+    if not isinstance(video, np.ndarray):  # an .npz archive under an .npy name
+        raise ValueError(f"{path} is an .npz archive, not a .npy video array (T, H, W, 3)")
     if video.ndim != 4 or video.shape[-1] != 3:
         raise ValueError(f"{path}: expected a video array (T, H, W, 3), got shape {video.shape}")
     return video

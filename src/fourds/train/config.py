@@ -199,7 +199,8 @@ class PretrainConfig(RunSettings):
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown pretraining config keys {sorted(unknown)}; valid: {sorted(known)}")
+            shown = [k[:40] for k in sorted(unknown)[:5]] + (["..."] if len(unknown) > 5 else [])
+            raise ValueError(f"unknown pretraining config keys {shown}; valid: {sorted(known)}")
         return cls(**data)
 
     def non_default_keys(self) -> set[str]:
@@ -230,6 +231,47 @@ def non_default_keys(cfg: Any) -> set[str]:
     return {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != _default(f)}
 
 
+def _json_kind(value: Any) -> str:
+    """The JSON type of a value: ``null``, ``bool``, ``number``, ``string``, ``array`` or ``object``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, (list, tuple)) else "object"
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
+def check_saved_config(saved: Any, cfg: Any, where: str) -> None:
+    """Refuse a saved run configuration (parsed ``config.json``) that cannot be the one fourds wrote:
+    not a JSON object, or a setting whose JSON type differs from the field's default (``null`` is
+    accepted for any field; a number for a field whose default is ``null``).
+
+    Raises:
+        ValueError: naming ``where``, the first offending keys and their types (never their values).
+    """
+    if not isinstance(saved, dict):
+        raise ValueError(f"{where} holds {_a('JSON ' + _json_kind(saved))}, not the object of settings fourds writes; the "
+                         f"file is damaged: restore it, or start a new run with another --out")
+    bad = []
+    for f in dataclasses.fields(cfg):
+        if f.name not in saved or saved[f.name] is None:
+            continue
+        default = _default(f)
+        want, got = _json_kind(default), _json_kind(saved[f.name])
+        if want != "null" and want != got:
+            bad.append(f"{f.name} is {_a(got)} (expected {_a(want)})")
+    if bad:
+        raise ValueError(f"{where} is damaged: {'; '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. Restore the file "
+                         f"(or fix those settings), or start a new run with another --out")
+
+
 def resume_config(saved: dict[str, Any], cfg: Any, explicit: Iterable[str], where: str,
                   resumable: frozenset[str] = RESUMABLE_KEYS) -> Any:
     """The configuration of a resumed run: the ``saved`` one (``config.json`` of the run), with the
@@ -242,6 +284,7 @@ def resume_config(saved: dict[str, Any], cfg: Any, explicit: Iterable[str], wher
         ValueError: an explicit key outside ``resumable`` differs from its saved value; the message
             names every such flag with its saved value.
     """
+    check_saved_config(saved, cfg, where)
     known = {f.name for f in dataclasses.fields(cfg)}
     values = {k: v for k, v in saved.items() if k in known}  # drops world_size, strategy_resolved
     refused = []

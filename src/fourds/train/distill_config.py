@@ -143,5 +143,6 @@ class DistillConfig(RunSettings):
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown distillation config keys {sorted(unknown)}; valid: {sorted(known)}")
+            shown = [k[:40] for k in sorted(unknown)[:5]] + (["..."] if len(unknown) > 5 else [])
+            raise ValueError(f"unknown distillation config keys {shown}; valid: {sorted(known)}")
         return cls(**data)

@@ -32,6 +32,7 @@ from fourds.models.masking import masking_keys
 from fourds.models.registry import simple_mae
 from fourds.models.simple_mae import SimpleMAE
 from fourds.seeding import derive_seed
+from fourds.textfiles import read_json
 from fourds.train.checkpoint import Checkpointer, lock_run
 from fourds.train.config import RESUMABLE_KEYS, PretrainConfig, resume_config
 from fourds.train.device_step import NonFiniteGuard, StepTimer, fused_attention_only, out_of_memory_message
@@ -140,7 +141,7 @@ def _check_run_dir(cfg: PretrainConfig, ckpt: Checkpointer) -> None:
         )
     saved = out / "config.json"
     if cfg.resume and saved.is_file():
-        before = json.loads(saved.read_text())
+        before = read_json(saved, "the run's config.json, written by fourds pretrain")
         ignore = RESUMABLE_KEYS
         changed = {k: (before.get(k), v) for k, v in cfg.to_dict().items() if k not in ignore and before.get(k) != v}
         if changed:
@@ -194,7 +195,7 @@ def saved_run_config(out: Path) -> dict[str, Any] | None:
     newest checkpoint; ``None`` for a folder without either."""
     path = out / "config.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        return read_json(path, "the run's config.json, written by fourds pretrain/distill")
     steps = sorted((out / "checkpoints").glob("step_*/train_state.pt"))
     if steps:
         from fourds.train.checkpoint import safe_load

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from torch import Tensor, nn
 from fourds.data import to_float
 from fourds.data.pretrain import StepBatchSampler
 from fourds.models.io import register_kind, save_model, save_weights_atomic, write_json_atomic, load_state_into
+from fourds.textfiles import read_json
 from fourds.train.distributed import DistInfo, barrier, init_distributed, wrap_ddp
 from fourds.train.feature_cache import FeatureCache, check_deterministic, feature_key
 from fourds.train.optim import build_adamw, param_groups
@@ -230,7 +230,7 @@ def _finetune(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, 
         run = out / "runs" / spec.name
         done = run / "result.json"
         if cfg.resume and done.is_file():
-            results.append(json.loads(done.read_text()))
+            results.append(read_json(done, "a finished finetuning run's result.json, written by fourds probe"))
             log.info("finetune %s already finished; kept its results", spec.name)
             continue
         run_cfg = dataclasses.replace(cfg, steps=spec.steps) if spec.steps is not None else cfg
@@ -321,7 +321,8 @@ def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: Any = N
     saved = Path(cfg.out) / "config.json"
     if cfg.resume and saved.is_file():
         given = non_default_keys(cfg) if explicit is None else set(explicit)
-        cfg = resume_config(json.loads(saved.read_text()), cfg, given, str(saved), resumable=PROBE_RESUMABLE_KEYS)
+        saved_cfg = read_json(saved, "the probe run's config.json, written by fourds probe")
+        cfg = resume_config(saved_cfg, cfg, given, str(saved), resumable=PROBE_RESUMABLE_KEYS)
     cfg = cfg.resolved()
     info = init_distributed(cfg.device)
     short = [n for n in cfg.schedules if cfg.warmup_steps > n]

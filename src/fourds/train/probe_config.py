@@ -181,5 +181,6 @@ class ProbeConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown probe config keys {sorted(unknown)}; valid: {sorted(known)}")
+            shown = [k[:40] for k in sorted(unknown)[:5]] + (["..."] if len(unknown) > 5 else [])
+            raise ValueError(f"unknown probe config keys {shown}; valid: {sorted(known)}")
         return cls(**data)

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -47,8 +46,13 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
 
 def load_runs(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     runs = []
+    from fourds.textfiles import read_json
+
     for path in find_results(paths):
-        run = json.loads(path.read_text())
+        run = read_json(path, "a probe run's results.json, written by fourds probe")
+        if not isinstance(run, dict) or not isinstance(run.get("configs", []), list):
+            raise ValueError(f"{path} is not a fourds probe results.json (expected a JSON object with 'configs'); "
+                             f"run the probe again or leave that folder out")
         run["_path"] = str(path.parent)
         runs.append(run)
     return runs

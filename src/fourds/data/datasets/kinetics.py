@@ -23,6 +23,7 @@ that the task loops to 250 frames and cuts into 7 clips.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 from pathlib import Path
@@ -66,12 +67,18 @@ def _csv_path(root: Path, split: str) -> Path | None:
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        need = {"youtube_id", "time_start", "time_end"}
+    from fourds.textfiles import quote, read_text
+
+    need = {"youtube_id", "time_start", "time_end"}
+    text = read_text(path, f"a Kinetics annotation CSV with the columns {sorted(need)} (+ label)")
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         if reader.fieldnames is None or not need <= set(reader.fieldnames):
-            raise ValueError(f"k700: {path} must have the columns {sorted(need)} (+ label); found {reader.fieldnames}")
+            found = "an empty file" if reader.fieldnames is None else quote(reader.fieldnames)
+            raise ValueError(f"k700: {path} must have the columns {sorted(need)} (+ label); found {found}")
         return list(reader)
+    except csv.Error as err:
+        raise ValueError(f"k700: {path} is not a readable CSV file ({err}); restore it from the download") from None
 
 
 def class_list(root: Path) -> tuple[list[str], str]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +43,36 @@ LAYOUT = """\
   (written by scripts/export_movi_e.py or `fourds synth export`)"""
 
 
+_NPZ_ERRORS = (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError, KeyError)  # damaged/foreign files
+
+
+def _unreadable(path: Path, err: BaseException) -> RuntimeError:
+    # numpy calls any file that is not a zip "pickled (object) data": say what the file looks like instead
+    from fourds.textfiles import looks_like
+
+    return RuntimeError(f"movi_e: cannot read {path} as an .npz export ({type(err).__name__}: {str(err)[:100]}); "
+                        f"it looks like {looks_like(path)}. Export it again (scripts/export_movi_e.py)")
+
+
+def _arrays(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The members ``keys`` (default: all) of the .npz at ``path``, present ones only."""
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with z:
+            return {k: z[k] for k in z.files if keys is None or k in keys}
+    except _NPZ_ERRORS as err:
+        raise _unreadable(path, err) from None
+
+
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """The arrays of one export file, checked against the format."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in REQUIRED if k not in z.files]
-            if missing:
-                raise ValueError(f"movi_e: {path} lacks {missing} (has {sorted(z.files)}).\nExpected:\n{LAYOUT}")
-            data = {k: z[k] for k in z.files}
-    except (OSError, zipfile.BadZipFile, EOFError) as err:
-        raise RuntimeError(f"movi_e: cannot read {path}: {err}") from err
+    data = _arrays(path)
+    files = list(data)
+    missing = [k for k in REQUIRED if k not in files]
+    if missing:
+        raise ValueError(f"movi_e: {path} lacks {missing} (has {sorted(files)[:20]}).\nExpected:\n{LAYOUT}")
     v, tp, occ = data["video"], data["target_points"], data["occluded"]
     if v.dtype != np.uint8 or v.ndim != 4 or v.shape[-1] != 3:
         raise ValueError(f"movi_e: {path} video must be uint8 (T, H, W, 3), got {v.dtype} {v.shape}")
@@ -100,10 +121,13 @@ class MoviE(ClipDataset):
         return self.files[item].stem
 
     def frame_count_uncached(self, item: int) -> int:
-        with np.load(self.files[item], allow_pickle=False) as z:  # reads the header of one member only
-            if "occluded" not in z.files:
-                raise ValueError(f"movi_e: {self.files[item]} lacks 'occluded'.\nExpected:\n{LAYOUT}")
-            return int(z["occluded"].shape[1])
+        data = _arrays(self.files[item], ("occluded",))  # reads one (small) member only
+        if "occluded" not in data:
+            raise ValueError(f"movi_e: {self.files[item]} lacks 'occluded'.\nExpected:\n{LAYOUT}")
+        occluded = data["occluded"]
+        if occluded.ndim != 2:
+            raise ValueError(f"movi_e: {self.files[item]} occluded must be (P, T), got {occluded.shape}")
+        return int(occluded.shape[1])
 
     def check_item(self, item: int, quick: bool = False) -> int:
         return self.frame_count(item) if quick else read_npz(self.files[item])["video"].shape[0]

@@ -26,7 +26,6 @@ queried there, the paper's protocol). Samples: ``video`` uint8, ``tracks`` ``(P,
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -102,10 +101,9 @@ class PerceptionTest(ClipDataset):
         if ann is None or not ann.is_file():
             raise layout_error(f"perception_test: the {s} annotations", cands if ann is None else [ann], LAYOUT)
         self.annotations = ann
-        try:
-            data = json.loads(ann.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"perception_test: {ann} is not valid JSON ({err})") from err
+        from fourds.textfiles import read_json
+
+        data = read_json(ann, "a Perception Test point-tracking annotation file (JSON; layout: docs/datasets.md)")
         if not isinstance(data, dict):
             raise ValueError(f"perception_test: {ann} must be a JSON object video_id -> {{metadata, point_tracking}}")
         vdirs = [Path(video_dir)] if video_dir else [self.root / "videos", self.root / f"point_tracking_{s}_videos",

@@ -25,7 +25,6 @@ Protocol (not stated in the paper; our choice): 16 frames at stride 2 (about 1.1
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from pathlib import Path
@@ -49,7 +48,9 @@ LAYOUT = """\
 
 def parse_camera_file(path: Path) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
     """``(url, timestamps int64 (N,), intrinsics_norm float64 (N, 4) fx fy cx cy, w2c float64 (N, 3, 4))``."""
-    lines = path.read_text().splitlines()
+    from fourds.textfiles import read_text
+
+    lines = read_text(path, "a RealEstate10K camera file (a URL line, then 19 numbers per frame)").splitlines()
     if not lines:
         raise ValueError(f"re10k: camera file {path} is empty")
     url = lines[0].strip()
@@ -85,12 +86,16 @@ def w2c_to_c2w(w2c: np.ndarray) -> np.ndarray:
 def load_scales(path: Path) -> dict[str, float]:
     """``{key: scale}`` from a JSON object or a ``key,scale`` CSV."""
     if path.suffix.lower() == ".json":
-        data = json.loads(path.read_text())
+        from fourds.textfiles import read_json
+
+        data = read_json(path, 're10k metric scales: a JSON object {"<sequence key>": scale}')
         if not isinstance(data, dict):
             raise ValueError(f"re10k: {path} must be a JSON object {{sequence key: scale}}")
         return {str(k): float(v) for k, v in data.items()}
-    with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
+    from fourds.textfiles import read_text
+
+    text = read_text(path, "re10k metric scales: a key,scale CSV")
+    rows = [r for r in csv.reader(text.splitlines()) if r and not r[0].startswith("#")]
     if rows and rows[0][0].strip().lower() == "key":
         rows = rows[1:]
     return {r[0].strip(): float(r[1]) for r in rows}

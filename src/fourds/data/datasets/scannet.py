@@ -55,8 +55,8 @@ def read_matrix(path: Path) -> np.ndarray:
     """A 4x4 text matrix (``np.savetxt`` rows; ``-inf``/``nan`` allowed)."""
     try:
         values = np.array(path.read_text().split(), dtype=np.float64)
-    except (OSError, ValueError) as err:
-        raise RuntimeError(f"scannet: cannot read the 4x4 matrix {path}: {err}") from err
+    except (OSError, ValueError) as err:  # the error may quote a token of the file: keep it short
+        raise RuntimeError(f"scannet: cannot read the 4x4 matrix {path}: {str(err)[:120]}") from None
     if values.size != 16:
         raise RuntimeError(f"scannet: {path} holds {values.size} numbers; expected a 4x4 matrix")
     return values.reshape(4, 4)
@@ -120,7 +120,10 @@ class ScanNet(ClipDataset):
             split_file = first_existing(cands, "file")
             if split_file is None:
                 raise layout_error(f"scannet: the {self.split} scene list", cands, LAYOUT)
-            scenes = [ln.strip() for ln in split_file.read_text().splitlines() if ln.strip()]
+            from fourds.textfiles import read_text
+
+            scenes = [ln.strip() for ln in read_text(split_file, "a ScanNet scene list (one scene id per line)")
+                      .splitlines() if ln.strip()]
         self.scenes: list[str] = []
         self.folders: list[Path] = []
         self.missing: list[str] = []

@@ -18,7 +18,6 @@ Samples: ``video`` uint8 ``(T, H, W, 3)``, ``label`` int64 0-d, ``id`` (the nume
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -47,10 +46,9 @@ def template_to_class(template: str) -> str:
 
 
 def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"ssv2: {path} is not valid JSON ({err})") from err
+    from fourds.textfiles import read_json
+
+    return read_json(path, "an SSv2 annotation file (JSON, as downloaded; layout: docs/datasets.md)")
 
 
 def _label_file(root: Path, stem: str) -> Path | None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -48,21 +49,38 @@ _ALLOWED = {
 }
 
 
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    """A pickle that references a class or function beyond NumPy arrays and plain containers."""
+
+
 class _NumpyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: TAP-Vid pickles hold only NumPy arrays")
+        raise UnsafePickleError(f"refusing to load {module[:60]}.{name[:60]}: TAP-Vid pickles hold only NumPy "
+                                f"arrays (fourds never runs pickled code)")
 
 
 def safe_load_pickle(path: str | os.PathLike) -> Any:
     """Unpickle a file that may only contain NumPy arrays, dtypes, bytes and plain containers.
 
     Raises:
-        pickle.UnpicklingError: the pickle references any other class or function (it could run code).
+        UnsafePickleError: (a ``pickle.UnpicklingError`` and ``ValueError``) the pickle references any
+            other class or function (it could run code); nothing of it ran.
+        ValueError: the file is not a pickle, or a damaged or truncated one (the message names the file).
     """
     with open(path, "rb") as f:
-        return _NumpyUnpickler(f).load()
+        try:
+            return _NumpyUnpickler(f).load()
+        except UnsafePickleError as err:
+            raise UnsafePickleError(f"{path}: {err}") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+                MemoryError, OverflowError, struct.error) as err:  # what a damaged pickle stream raises
+            damage = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    from fourds.textfiles import looks_like
+
+    raise ValueError(f"{path} is not a readable TAP-Vid pickle ({damage[:120]}; it looks like {looks_like(path)}): "
+                     f"the file is damaged or truncated; download it again")
 
 
 def _video_record(rec: Any, where: str) -> dict:

@@ -36,11 +36,13 @@ when calibration is present, ``id`` = segment name.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -48,6 +50,8 @@ import torch
 from fourds.data.datasets.base import LRU, ClipDataset, SizeSpec, layout_error, resolve_split
 from fourds.data.datasets.images import decode_rgb
 from fourds.fileio import atomic_path
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +118,25 @@ def camera_codes(column: Any, path: Path) -> np.ndarray:
     raise ValueError(f"waymo: {path} column {CAMERA} has type {column.type}; expected an integer or a camera name string")
 
 
+def _reading(component: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorate a ``(self, item)`` method that reads ``component``'s parquet file of a segment: a damaged
+    file (pyarrow's ``ArrowInvalid`` / ``OSError``, which do not say which file) becomes a RuntimeError
+    naming it; fourds' own errors (they start with ``waymo:``) pass unchanged."""
+    def wrap(method: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(method)
+        def inner(self: Any, item: int, *args: Any, **kwargs: Any) -> T:
+            try:
+                return method(self, item, *args, **kwargs)
+            except (OSError, ValueError, RuntimeError) as err:
+                if str(err).startswith("waymo:"):
+                    raise
+                path = self.path(component, item)
+                raise RuntimeError(f"waymo: cannot read {path} ({type(err).__name__}: {str(err)[:160]}); the file is "
+                                   f"damaged or truncated: download the segment again") from None
+        return inner
+    return wrap
+
+
 def _open(path: Path):  # type: ignore[no-untyped-def]
     import pyarrow.parquet as pq
 
@@ -121,7 +144,7 @@ def _open(path: Path):  # type: ignore[no-untyped-def]
         # No pre-buffering: row groups are read page by page as batches are consumed.
         return pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
     except (OSError, ValueError) as err:
-        raise RuntimeError(f"waymo: cannot open {path} as parquet: {err}") from err
+        raise RuntimeError(f"waymo: cannot open {path} as parquet: {str(err)[:160]}") from None
 
 
 def _need(pf: Any, path: Path, columns: list[str]) -> None:
@@ -189,6 +212,7 @@ class WaymoOpen(ClipDataset):
         """The chosen camera's frames of a segment, by timestamp: ``ts``, ``group``, ``row`` (cached)."""
         return self._frames.get(item, lambda: self._index_frames(item))
 
+    @_reading("camera_image")
     def _index_frames(self, item: int) -> dict[str, np.ndarray]:
         path = self.path("camera_image", item)
         pf = _open(path)
@@ -217,6 +241,7 @@ class WaymoOpen(ClipDataset):
         """``{timestamp: [(object id, x0, y0, x1, y1, type), ...]}`` for the chosen camera (cached)."""
         return self._boxes.get(item, lambda: self._index_boxes(item))
 
+    @_reading("camera_box")
     def _index_boxes(self, item: int) -> dict[int, list[tuple[str, float, float, float, float, int]]]:
         import pyarrow.parquet as pq
 
@@ -242,6 +267,7 @@ class WaymoOpen(ClipDataset):
         """Pixel intrinsics of the chosen camera from ``camera_calibration`` (None when absent; cached)."""
         return self._calib.get(item, lambda: self._read_intrinsics(item))
 
+    @_reading("camera_calibration")
     def _read_intrinsics(self, item: int) -> np.ndarray | None:
         import pyarrow.parquet as pq
 
@@ -267,6 +293,7 @@ class WaymoOpen(ClipDataset):
     def frame_count_uncached(self, item: int) -> int:
         return len(self.frames(item)["ts"])
 
+    @_reading("camera_image")
     def read_images(self, item: int, positions: list[int]) -> dict[int, bytes]:
         """JPEG bytes of the chosen camera's frames ``positions`` (sorted-timestamp order), streaming."""
         fr = self.frames(item)

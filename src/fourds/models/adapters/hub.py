@@ -38,13 +38,46 @@ class Spec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+SCHEME_HELP = "hf:<hub id or folder>, timm:<name> or perframe:<4ds model folder or registered name>"
+
+
+def _looks_like_path(spec: str) -> bool:
+    return "/" in spec or "\\" in spec or spec.startswith((".", "~"))
+
+
+def missing_folder_message(spec: str) -> str:
+    """Why ``spec``, meant as a folder, is not one: the deepest part of the path that exists, and the
+    names in it closest to the next (mistyped) part."""
+    import difflib
+
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return f"{spec} is a file, not a model folder (give the folder that holds config.json + model.safetensors)"
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    msg = f"no such folder: {spec}"
+    if parent.exists() and parent != path:
+        missing = path.relative_to(parent).parts[0]
+        try:
+            names = sorted(p.name for p in parent.iterdir() if p.is_dir())
+        except OSError:
+            names = []
+        close = difflib.get_close_matches(missing, names, n=3, cutoff=0.6)
+        where = f"{parent}{'/' if str(parent) != '/' else ''}"
+        msg += f" ({where} exists but has no {missing!r}"
+        msg += f"; did you mean {' or '.join(repr(str(parent / c)) for c in close)}?)" if close else ")"
+    return msg
+
+
 def parse_spec(spec: str) -> Spec:
     """``"hf:org/name?image_size=448"`` → ``Spec("hf", "org/name", {"image_size": 448})``."""
     if ":" not in spec:
-        raise ValueError(
-            f"backbone spec {spec!r} has no scheme; use hf:<hub id or folder>, timm:<name> or "
-            "perframe:<4ds model folder or registered name> (or a fourds model folder / registered name)"
-        )
+        if _looks_like_path(spec):  # a mistyped folder: say so first, then what else a spec can be
+            raise FileNotFoundError(f"--backbone {missing_folder_message(spec)}. A backbone is a fourds model "
+                                    f"folder, a registered name (`fourds models`), or an adapter spec: {SCHEME_HELP}")
+        raise ValueError(f"backbone spec {spec!r} has no scheme; use {SCHEME_HELP} (or a fourds model folder / "
+                         f"registered name: `fourds models` lists them)")
     scheme, rest = spec.split(":", 1)
     target, _, query = rest.partition("?")
     if not target:
@@ -132,10 +165,12 @@ def resolve_hf_folder(name: str, revision: str = "main", need: str = "config.jso
 
 # ------------------------------------------------------------------------------------------ HF folders
 def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    from fourds.textfiles import read_json as read
+
+    data = read(path, "a Hugging Face model folder's JSON file (config.json, preprocessor_config.json)")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a JSON {type(data).__name__}; expected an object (a Hugging Face config)")
+    return data
 
 
 def processor_settings(folder: Path) -> dict[str, Any]:

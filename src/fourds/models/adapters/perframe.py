@@ -82,6 +82,11 @@ def build_perframe(target: str, seed: int = 0, spec: str = "", **overrides: Any)
     elif target in list_models():
         inner = create(target, **overrides)
         inner.init_weights(seed=seed)
+    elif "/" in target or "\\" in target or target.startswith((".", "~")):  # a mistyped folder
+        from fourds.models.adapters.hub import missing_folder_message
+
+        raise FileNotFoundError(f"perframe:{target}: {missing_folder_message(target)}; perframe: takes a fourds "
+                                f"model folder or a registered name ({', '.join(list_models())})")
     else:
         raise ValueError(
             f"perframe:{target!r} is neither a fourds model folder nor a registered model "
