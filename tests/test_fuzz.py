@@ -31,11 +31,7 @@ PER_KIND = 6  # cases per kind of file in CI (the script's default run is 100, t
 FAST = tuple(k for k in fuzz.KINDS if k.ranks == 1)  # two-rank DCP cases take ~20 s each: slow test only
 
 
-# Known, owned elsewhere: fourds.models.io.read_config parses config.json with json.loads(path.read_text())
-# and turns only JSONDecodeError into a named error, so a config.json that is not UTF-8 text gives
-# "'utf-8' codec can't decode byte ..." without the file's name (model folders, converted heads). The fix is
-# one line there (fourds.textfiles.read_json(path, ...)); io.py belongs to the checkpoint-safety work.
-KNOWN = {("model", "model/config.json", "unnamed_error"), ("heads", "model/heads/depth/config.json", "unnamed_error")}
+KNOWN: set[tuple[str, str, str]] = set()  # every failure is unexpected (read_config now names the file)
 
 
 def _unexpected(results: list) -> list[str]:

@@ -21,6 +21,7 @@ from fourds import __version__
 from fourds.fileio import atomic_path, sniff, write_json_atomic
 from fourds.models.simple_mae import MAEConfig, SimpleMAE
 from fourds.models.vit import VideoViT, ViTConfig
+from fourds.textfiles import read_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -202,10 +203,7 @@ def read_config(folder: str | Path) -> dict[str, Any]:
             f"{folder} is not a fourds model folder: {CONFIG_NAME} is missing "
             f"(expected {CONFIG_NAME} + {WEIGHTS_NAME}; official .npz files convert with `fourds convert official`)"
         )
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    return read_json(path, "a fourds model folder's config.json")
 
 
 def load_state_into(module: nn.Module, weights: Path) -> nn.Module:

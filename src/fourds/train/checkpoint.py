@@ -610,8 +610,10 @@ class Checkpointer:
                 state = self.load(path, model, optimizer)
             except CheckpointError as err:
                 older = "trying the previous checkpoint" if path != dirs[0] else "no older checkpoint is left"
-                if self.info.is_main:
-                    log.warning("checkpoint %s is unreadable: %s; %s", path.name, err, older)
+                # Every rank says what it found: a damaged file of one rank (its rng_rank<r>.pt, its DCP
+                # shard) is named only by the rank that read it.
+                rank = f"rank {self.info.rank}: " if self.info.distributed else ""
+                log.warning("%scheckpoint %s is unreadable: %s; %s", rank, path.name, err, older)
                 bad.append((path, err))
                 continue
             if bad:
