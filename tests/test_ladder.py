@@ -94,6 +94,29 @@ def test_oracle_features_put_the_answer_at_the_query_tokens():
         oracle_features({k: v for k, v in scene.items() if k != "segmentation"}, 8)
 
 
+def test_synthetic_point_and_box_readouts_drop_the_query_residual_real_ones_keep_it():
+    from fourds.tasks import get_task
+
+    assert get_task("synth_tracking").build_readout(32, (8, 4, 4)).readout.query_residual is False
+    assert get_task("synth_boxes").build_readout(32, (8, 4, 4)).readout.query_residual is False
+    assert get_task("waymo").build_readout(32, (8, 4, 4)).readout.query_residual is True
+    assert L.demo_task_overrides()["synth_boxes"]["query_residual"] is False
+
+
+def test_oracle_ceiling_reads_the_answer_exactly_where_the_patch_holds_one_object():
+    """On a scene, the perfect reader of the oracle channels scores far above the trivial answer with
+    4-pixel patches (the ladder's default) and not above it with 32-pixel patches (one token per frame)."""
+    cfg = L.LadderConfig(**{**TINY, "oracle_patch": 4, "label_tracks": 32, "oracle_tracks": 256})
+    scenes = L.render(cfg, "test", 3)
+    task = L.build_task(cfg, "synth_tracking")
+    fine = L.oracle_ceiling(cfg, task, scenes)
+    coarse = L.oracle_ceiling(L.LadderConfig(**{**TINY, "oracle_patch": 32, "label_tracks": 32, "oracle_tracks": 256}),
+                              task, scenes)
+    trivial = L.evaluate(task, L.trivial_head(task, scenes), None, [L.label_sample(cfg, task, s) for s in scenes])
+    assert fine > trivial["synth_tracking/average_jaccard"] + 0.2 > coarse + 0.2, (fine, coarse, trivial)
+    assert L.oracle_ceiling(cfg, L.build_task(cfg, "synth_pose"), scenes) is None
+
+
 def test_config_validation_names_the_setting():
     with pytest.raises(ValueError, match="unknown tasks"):
         L.LadderConfig(tasks=("nope",)).validate()
@@ -110,9 +133,7 @@ def tiny_scenes():
 @pytest.mark.parametrize("name", ["synth_boxes", "synth_pose", "synth_motion"])
 def test_overfit_rung_passes(name, tiny_scenes):
     """Each readout memorises 4 tiny clips: loss <= 10% of the trivial answer's, >= 80% of the gap."""
-    ov = L.demo_task_overrides()
-    ov["synth_boxes"] = {**ov["synth_boxes"], "query_residual": False}
-    cfg = L.LadderConfig(**TINY, tasks=(name,), rungs=("trivial", "overfit"), task_overrides=ov)
+    cfg = L.LadderConfig(**TINY, tasks=(name,), rungs=("trivial", "overfit"))
     rows = L.run_task(cfg, name, *tiny_scenes, {}, log=lambda _m: None)
     fit = rows[-1]
     assert fit.rung == "overfit"
