@@ -94,13 +94,15 @@ def test_oracle_features_put_the_answer_at_the_query_tokens():
         oracle_features({k: v for k, v in scene.items() if k != "segmentation"}, 8)
 
 
-def test_synthetic_point_and_box_readouts_drop_the_query_residual_real_ones_keep_it():
+def test_the_demo_drops_the_query_residual_the_tasks_keep_the_papers():
     from fourds.tasks import get_task
 
-    assert get_task("synth_tracking").build_readout(32, (8, 4, 4)).readout.query_residual is False
-    assert get_task("synth_boxes").build_readout(32, (8, 4, 4)).readout.query_residual is False
+    assert get_task("synth_tracking").build_readout(32, (8, 4, 4)).readout.query_residual is True
     assert get_task("waymo").build_readout(32, (8, 4, 4)).readout.query_residual is True
-    assert L.demo_task_overrides()["synth_boxes"]["query_residual"] is False
+    for name in ("synth_tracking", "synth_boxes"):
+        ov = L.demo_task_overrides()[name]
+        assert ov["query_residual"] is False
+        assert get_task(name, **ov).build_readout(32, (8, 4, 4)).readout.query_residual is False
 
 
 def test_oracle_ceiling_reads_the_answer_exactly_where_the_patch_holds_one_object():
@@ -133,7 +135,7 @@ def tiny_scenes():
 @pytest.mark.parametrize("name", ["synth_boxes", "synth_pose", "synth_motion"])
 def test_overfit_rung_passes(name, tiny_scenes):
     """Each readout memorises 4 tiny clips: loss <= 10% of the trivial answer's, >= 80% of the gap."""
-    cfg = L.LadderConfig(**TINY, tasks=(name,), rungs=("trivial", "overfit"))
+    cfg = L.LadderConfig(**TINY, tasks=(name,), rungs=("trivial", "overfit"))  # the demo's readouts
     rows = L.run_task(cfg, name, *tiny_scenes, {}, log=lambda _m: None)
     fit = rows[-1]
     assert fit.rung == "overfit"
