@@ -90,6 +90,10 @@ def test_oracle_features_put_the_answer_at_the_query_tokens():
     # depth: log depth of the patch
     depth_at = off + 3 * t + 5 * t + 11
     assert torch.allclose(f[2, 0, depth_at:depth_at + 64], scene["depth"][2, :8, :8].clamp_min(1e-3).log().flatten())
+    only_pose = oracle_features(scene, 8, groups=("pose",))
+    assert only_pose.shape[-1] == off + 12 and torch.equal(only_pose[..., off:], f[..., pose_at:pose_at + 12])
+    with pytest.raises(ValueError, match="unknown channel groups"):
+        oracle_features(scene, 8, groups=("flow",))
     with pytest.raises(ValueError, match="no 'segmentation'"):
         oracle_features({k: v for k, v in scene.items() if k != "segmentation"}, 8)
 

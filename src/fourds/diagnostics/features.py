@@ -65,7 +65,13 @@ def pixel_features(video: Tensor, patch: tuple[int, int, int] = (2, 16, 16)) -> 
     return torch.cat([pix, pos], dim=-1)
 
 
-def oracle_features(sample: dict[str, Tensor], patch: int = 8, num_classes: int = 8, max_objects: int = 10) -> Tensor:
+ORACLE_GROUPS = {"synth_tracking": ("tracking",), "synth_boxes": ("boxes",), "synth_pose": ("pose",),
+                 "synth_depth": ("depth",), "synth_motion": ("motion",)}
+"""Each task's own channel groups, for an oracle without the other tasks' answers as distractors."""
+
+
+def oracle_features(sample: dict[str, Tensor], patch: int = 8, num_classes: int = 8, max_objects: int = 10,
+                    groups: tuple[str, ...] | None = None) -> Tensor:
     """Ground-truth channels on a ``1 x patch x patch`` token grid: ``(T, N, D)`` with ``N = (H/p)(W/p)``.
 
     Channels of token ``(t, n)`` (``n`` a patch of the frame, row-major):
@@ -85,6 +91,9 @@ def oracle_features(sample: dict[str, Tensor], patch: int = 8, num_classes: int 
       frame's is the pose task's answer);
     - motion: the one-hot motion label times the main object's (object 0) coverage of the patch
       (``num_classes``).
+
+    ``groups`` keeps only those channel groups (``tracking``, ``boxes``, ``segmentation``, ``depth``,
+    ``pose``, ``motion``) after the position channels; None keeps all, in the order above.
 
     ``sample`` needs ``video``, ``tracks``, ``visible``, ``boxes``, ``box_valid``, ``segmentation``,
     ``depth``, ``cam_to_world`` and ``label``; the more tracks it has, the denser the tracking channels.
@@ -138,4 +147,10 @@ def oracle_features(sample: dict[str, Tensor], patch: int = 8, num_classes: int 
     label = F.one_hot(torch.as_tensor(sample["label"]).long(), num_classes).float()
     motion_ch = seg_ch[..., :1] * label  # (T, N, K)
 
-    return torch.cat([pos, track_ch, box_ch, seg_ch, depth_ch, pose_ch, motion_ch], dim=-1).contiguous()
+    parts = {"tracking": track_ch, "boxes": box_ch, "segmentation": seg_ch, "depth": depth_ch, "pose": pose_ch,
+             "motion": motion_ch}
+    if groups is not None and set(groups) - set(parts):
+        raise ValueError(f"oracle_features: unknown channel groups {sorted(set(groups) - set(parts))}; "
+                         f"groups are {', '.join(parts)}")
+    chosen = [parts[g] for g in (groups if groups is not None else parts)]
+    return torch.cat([pos, *chosen], dim=-1).contiguous()

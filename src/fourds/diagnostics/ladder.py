@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from fourds.data.collate import collate_samples
-from fourds.diagnostics.features import blank_features, oracle_features, pixel_features
+from fourds.diagnostics.features import ORACLE_GROUPS, blank_features, oracle_features, pixel_features
 from fourds.train.optim import warmup_cosine
 from fourds.train.probe_metrics import MetricAccumulator, primary_spec
 
@@ -68,6 +68,8 @@ class LadderConfig:
         oracle_patch: spatial patch of the oracle grid (one frame per token). 4 at 64x64: with 8 a
             perfect reader of the channels scores only AJ 0.57 / IoU 0.59 (a patch mixes objects), with
             4 it scores 0.80 / 0.99 (:func:`oracle_ceiling`, docs/ladder.md).
+        oracle_channels: ``all`` (every task's channels in one oracle, as measured in docs/ladder.md) or
+            ``task`` (the task's own channels and the position channels only: no distractors).
         seed: readout initialisation and data order.
         task_overrides: per task, options of the synthetic task (readout widths and settings); the
             default is the demo's (``fourds.demo.config``).
@@ -91,6 +93,7 @@ class LadderConfig:
     pixel_patch: tuple[int, int, int] = (2, 16, 16)
     blank_dim: int = 64
     oracle_patch: int = 4
+    oracle_channels: str = "all"
     seed: int = 0
     task_overrides: dict[str, dict[str, Any]] | None = None
     rungs: tuple[str, ...] = RUNGS
@@ -111,6 +114,8 @@ class LadderConfig:
             raise ValueError(f"ladder: overfit_clips={self.overfit_clips} exceeds train_scenes={self.train_scenes}")
         if self.oracle_tracks < self.label_tracks:
             raise ValueError(f"ladder: oracle_tracks={self.oracle_tracks} must be >= label_tracks={self.label_tracks}")
+        if self.oracle_channels not in ("all", "task"):
+            raise ValueError(f"ladder: oracle_channels must be 'all' or 'task', got {self.oracle_channels!r}")
         if self.size % self.oracle_patch:
             raise ValueError(f"ladder: oracle_patch={self.oracle_patch} must divide size={self.size}")
 
@@ -148,14 +153,15 @@ def label_sample(cfg: LadderConfig, task: Any, scene: dict[str, Tensor]) -> dict
 FeatureFn = Callable[[dict[str, Tensor]], Tensor]
 
 
-def feature_fn(cfg: LadderConfig, rung: str) -> FeatureFn:
-    """The scene → ``(T', N, D)`` features of a rung."""
+def feature_fn(cfg: LadderConfig, rung: str, task_name: str | None = None) -> FeatureFn:
+    """The scene → ``(T', N, D)`` features of a rung (``task_name`` picks a per-task oracle)."""
     if rung == "blank":
         return lambda s: blank_features(s["video"], cfg.pixel_patch, cfg.blank_dim)
     if rung in ("pixels", "overfit"):
         return lambda s: pixel_features(s["video"], cfg.pixel_patch)
     if rung == "oracle":
-        return lambda s: oracle_features(s, cfg.oracle_patch)
+        groups = ORACLE_GROUPS[task_name] if cfg.oracle_channels == "task" and task_name else None
+        return lambda s: oracle_features(s, cfg.oracle_patch, groups=groups)
     raise ValueError(f"ladder: rung {rung!r} has no features; rungs with features: blank, overfit, oracle, pixels")
 
 
@@ -250,10 +256,11 @@ def oracle_ceiling(cfg: LadderConfig, task: Any, scenes: Sequence[dict[str, Tens
         return None
     p = cfg.oracle_patch
     off = position_channels(1, 1).shape[-1]
+    groups = ORACLE_GROUPS[task.name] if cfg.oracle_channels == "task" else None
     acc = MetricAccumulator(task)
     for scene in scenes:
         batch = collate_samples([label_sample(cfg, task, scene)])
-        feats = oracle_features(scene, p)
+        feats = oracle_features(scene, p, groups=groups)
         t, gw = feats.shape[0], cfg.size // p
         if task.name == "synth_tracking":
             query = batch["tracks"][0, :, 0]
@@ -266,7 +273,8 @@ def oracle_ceiling(cfg: LadderConfig, task: Any, scenes: Sequence[dict[str, Tens
             box = batch["boxes"][0, :, 0]
             cx = ((box[:, 0] + box[:, 2]) / 2 // p).long().clamp(0, gw - 1)
             cy = ((box[:, 1] + box[:, 3]) / 2 // p).long().clamp(0, gw - 1)
-            out = feats[0, cy * gw + cx, off + 3 * t:off + 8 * t].view(-1, t, 5)[None, ..., :4]
+            start = off if groups is not None else off + 3 * t
+            out = feats[0, cy * gw + cx, start:start + 5 * t].view(-1, t, 5)[None, ..., :4]
         acc.add(out, batch)
     return acc.reduce()[primary_spec(task)[1]]
 
@@ -323,8 +331,10 @@ def run_task(cfg: LadderConfig, name: str, train: list[dict[str, Tensor]], test:
 
     def features(rung: str) -> tuple[Tensor, Tensor]:
         kind = "pixels" if rung == "overfit" else rung
+        if kind == "oracle" and cfg.oracle_channels == "task":
+            kind = f"oracle:{name}"
         if kind not in cache:
-            fn = feature_fn(cfg, kind)
+            fn = feature_fn(cfg, kind.split(":")[0], name)
             cache[kind] = (_stack(fn, train), _stack(fn, test))
         return cache[kind]
 
