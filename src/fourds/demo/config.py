@@ -150,10 +150,12 @@ _READOUTS: dict[str, dict[str, Any]] = {
     # does not learn to reproduce its query (the identity map through the Fourier MLP): box IoU 0.38-0.39
     # against 0.53 for "the first box in every frame". Predicting offsets from the query starts every
     # readout at "nothing moves" (box IoU 0.49, AJ 0.17; measured, docs/demo.md).
+    # No query residual (the synthetic tasks' default, repeated here): docs/ladder.md.
     "synth_tracking": {"channels": 64, "num_heads": 4, "embed_dim": 64, "huber_delta": 16.0,
-                       "uncertainty_threshold": 24.0, "query_max_frequency": 8.0, "predict_offsets": True},
+                       "uncertainty_threshold": 24.0, "query_max_frequency": 8.0, "predict_offsets": True,
+                       "query_residual": False},
     "synth_boxes": {"channels": 64, "num_heads": 4, "embed_dim": 64, "query_max_frequency": 8.0,
-                    "predict_offsets": True},
+                    "predict_offsets": True, "query_residual": False},
     "synth_pose": {"channels": 64, "num_heads": 8},
     # One query per 2x16x16 patch (128 queries at 16x64x64) instead of 2x8x8 (512): 4x cheaper.
     "synth_depth": {"channels": 64, "num_heads": 4, "patch_size": (2, 16, 16)},

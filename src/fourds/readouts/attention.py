@@ -8,7 +8,7 @@ of the paper)::
         → key, value projections D → C (with biases)
     queries: learned (Q, C) used as they are (no projection), or given (B, Q, E) projected E → C
         → multi-head attention (h heads of C / h) from the queries to the T·N tokens
-        → token = query + Dense(C → C)(attention output)
+        → token = query + Dense(C → C)(attention output)   (``query_residual=False``: no ``query +``)
         → token = token + MLP(LayerNorm(token))       (C → 4C → C, tanh GELU)
         → Dense(C → out)                              → (B, Q, out)
 
@@ -16,11 +16,16 @@ The parameter count of this module for a 1024-wide backbone and 16 steps is exac
 Table 6 figure for every task (the tests in ``tests/test_readouts.py`` and ``tests/test_tasks.py``
 check it): e.g. SSv2 (C=768, 12 heads, one learned query, 174 outputs) has 7,041,966 parameters.
 
+Dense layers are initialised as flax's ``nn.Dense`` (the official code's): LeCun normal, variance
+1 / fan_in, truncated at 2 std; biases zero.
+
 Temporal resampling uses :func:`fourds.readouts.resample.resample_time`, the official code's cubic
 resize (Keys a=-0.5, half-pixel centres, antialiased downsampling), and only runs when ``T' != steps``.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +33,40 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from fourds.readouts.resample import resample_time
+
+
+INITS = ("lecun", "small", "torch")
+"""Weight initialisations of the readouts' dense layers: ``lecun`` (flax ``nn.Dense``'s default, the
+official readout's: truncated normal of variance 1 / fan_in), ``small`` (truncated normal, std 0.02) or
+``torch`` (``nn.Linear``'s own default, left as it is)."""
+
+
+def lecun_normal_(weight: Tensor) -> Tensor:
+    """flax's ``lecun_normal``: a normal truncated at 2 std, rescaled so its variance is ``1 / fan_in``
+    (``weight`` is ``(out, in)``, as ``nn.Linear`` stores it)."""
+    std = math.sqrt(1.0 / weight.shape[1]) / 0.87962566103423978
+    with torch.no_grad():
+        return nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+
+
+def init_dense_(module: nn.Module, init: str = "lecun") -> None:
+    """Initialise every ``nn.Linear`` of ``module`` (weights per ``init``, zero biases) and every
+    ``nn.LayerNorm`` (ones, zeros)."""
+    if init not in INITS:
+        raise ValueError(f"readout init must be one of {INITS}, got {init!r}")
+    if init == "torch":
+        return
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            if init == "lecun":
+                lecun_normal_(sub.weight)
+            else:
+                nn.init.trunc_normal_(sub.weight, std=0.02)
+            if sub.bias is not None:
+                nn.init.zeros_(sub.bias)
+        elif isinstance(sub, nn.LayerNorm):
+            nn.init.ones_(sub.weight)
+            nn.init.zeros_(sub.bias)
 
 
 class ReadoutMLP(nn.Module):
@@ -57,6 +96,12 @@ class AttentionReadout(nn.Module):
             camera-pose readout, which reads the concatenated first and last step).
         mlp_ratio: hidden width of the MLP relative to C.
         ln_eps: LayerNorm epsilon (1e-6 as in the official readout).
+        query_residual: ``token = query + Dense(attention output)`` (the official readout's residual);
+            False drops the query from the token. With positional queries (points, boxes) the residual
+            lets the readout fit its targets from the query alone, and it did not learn to attend to
+            the query's own token in 1,000 steps of a pure look-up (``docs/ladder.md``).
+        init: ``lecun`` (flax ``nn.Dense``'s default: the official readout's) or ``small``
+            (truncated normal, std 0.02: this module's init before issue 17) for the dense layers.
 
     Shapes:
         ``forward(features, queries=None)``: features ``(B, T', N, D)``; queries ``(B, Q, E)`` when
@@ -75,6 +120,8 @@ class AttentionReadout(nn.Module):
         steps: int = 16,
         mlp_ratio: int = 4,
         ln_eps: float = 1e-6,
+        query_residual: bool = True,
+        init: str = "lecun",
     ) -> None:
         super().__init__()
         if (num_queries is None) == (query_dim is None):
@@ -90,6 +137,10 @@ class AttentionReadout(nn.Module):
         self.dim, self.channels, self.num_heads = dim, channels, num_heads
         self.out_features, self.steps = out_features, steps
         self.num_queries, self.query_dim = num_queries, query_dim
+        self.query_residual = query_residual
+        if init not in INITS:
+            raise ValueError(f"AttentionReadout: init must be one of {INITS}, got {init!r}")
+        self.init = init
 
         self.norm = nn.LayerNorm(dim, eps=ln_eps)
         self.temporal_embedding = nn.Parameter(torch.zeros(steps, 1, dim))
@@ -108,14 +159,9 @@ class AttentionReadout(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Truncated-normal(0.02) weights, zero biases, N(0, 0.02) queries and temporal embedding."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        """Dense weights per ``init`` (zero biases), N(0, 0.02) queries and temporal embedding (the
+        official readout's ``query`` initialiser)."""
+        init_dense_(self, self.init)
         nn.init.normal_(self.temporal_embedding, std=0.02)
         if self.queries is not None:
             nn.init.normal_(self.queries, std=0.02)
@@ -151,6 +197,8 @@ class AttentionReadout(nn.Module):
         kh = rearrange(self.key(kv), "b n (h c) -> b h n c", h=h)
         vh = rearrange(self.value(kv), "b n (h c) -> b h n c", h=h)
         attended = F.scaled_dot_product_attention(qh, kh, vh)
-        token = q + self.attn_out(rearrange(attended, "b h q c -> b q (h c)"))
+        token = self.attn_out(rearrange(attended, "b h q c -> b q (h c)"))
+        if self.query_residual:
+            token = q + token
         token = token + self.mlp(self.mlp_norm(token))
         return self.head(token)

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fourds.readouts.attention import init_dense_
+
 
 def fourier_frequencies(num_frequencies: int = 16, max_frequency: float = 128.0) -> Tensor:
     """``(num_frequencies,)`` float32 cycles per unit, geometric from 1 to ``max_frequency``."""
@@ -48,6 +50,8 @@ class FourierQueryEmbedding(nn.Module):
         num_frequencies: frequencies per coordinate (16 in the paper).
         hidden_dim, out_dim: MLP widths (512 and 512 in the paper).
         max_frequency: highest frequency in cycles per frame.
+        init: dense-layer initialisation, as :class:`fourds.readouts.AttentionReadout`'s (``lecun``:
+            flax ``nn.Dense``'s default, as the official code's MLP).
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class FourierQueryEmbedding(nn.Module):
         hidden_dim: int = 512,
         out_dim: int = 512,
         max_frequency: float = 128.0,
+        init: str = "lecun",
     ) -> None:
         super().__init__()
         self.num_coords = num_coords
@@ -64,6 +69,7 @@ class FourierQueryEmbedding(nn.Module):
         self.fc1 = nn.Linear(num_coords * 2 * num_frequencies, hidden_dim)
         self.fc2 = nn.Linear(hidden_dim, out_dim)
         self.out_dim = out_dim
+        init_dense_(self, init)
 
     def forward(self, coords: Tensor) -> Tensor:
         if coords.shape[-1] != self.num_coords:

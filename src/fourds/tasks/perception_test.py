@@ -76,6 +76,8 @@ class PointTrackReadout(nn.Module):
         max_frequency: highest Fourier frequency, cycles per frame (128: one pixel of a 256-pixel frame).
         predict_offsets: predict each frame's position as the query point plus an output offset instead
             of ``sigmoid(output)`` (the paper's); a readout then starts from "the point does not move".
+        query_residual: keep the readout's ``query +`` residual (the paper's); see
+            :class:`fourds.readouts.AttentionReadout`.
 
     Shapes:
         ``forward(features, batch)`` with ``batch["tracks"]`` ``(B, P, T, 2)`` (the query is frame 0)
@@ -85,7 +87,7 @@ class PointTrackReadout(nn.Module):
 
     def __init__(self, dim: int, channels: int, num_heads: int, num_frames: int = 16, frames_per_query: int = 2,
                  frame_size: tuple[int, int] = (224, 224), embed_dim: int = 512, num_frequencies: int = 16,
-                 max_frequency: float = 128.0, predict_offsets: bool = False) -> None:
+                 max_frequency: float = 128.0, predict_offsets: bool = False, query_residual: bool = True) -> None:
         super().__init__()
         self.predict_offsets = predict_offsets
         if num_frames % frames_per_query:
@@ -99,7 +101,10 @@ class PointTrackReadout(nn.Module):
         self.replica_embedding = nn.Parameter(torch.zeros(num_frames // frames_per_query, embed_dim))
         nn.init.normal_(self.replica_embedding, std=0.02)
         self.readout = AttentionReadout(dim, channels, num_heads, 4 * frames_per_query, query_dim=embed_dim,
-                                        steps=num_frames)
+                                        steps=num_frames, query_residual=query_residual)
+        if predict_offsets:  # start exactly at "nothing moves" (a LeCun-initialised head starts O(1) away)
+            nn.init.zeros_(self.readout.head.weight)
+            nn.init.zeros_(self.readout.head.bias)
 
     def forward(self, features: Tensor, batch: Sample) -> dict[str, Tensor]:
         tracks = batch["tracks"]
@@ -171,6 +176,7 @@ class PerceptionTestTask(Task):
         query_max_frequency: highest Fourier frequency of the query embedding, cycles per frame (128,
             one pixel of a 256-pixel frame; lower it for small frames or little training data).
         predict_offsets: positions as query + predicted offset (False: the paper's sigmoid output).
+        query_residual: the readout's ``token = query + ...`` residual (True: the paper's design).
         num_train_tracks: tracks sampled per training clip.
         max_eval_tracks: cap on the tracks of an evaluation clip (None: all).
         crop_area: area range of the training crop (fraction of the frame).
@@ -193,6 +199,7 @@ class PerceptionTestTask(Task):
     embed_dim: int = 512
     query_max_frequency: float = 128.0
     predict_offsets: bool = False
+    query_residual: bool = True
     num_train_tracks: int = 64
     max_eval_tracks: int | None = None
     crop_area: tuple[float, float] = (0.3, 1.0)
@@ -220,7 +227,7 @@ class PerceptionTestTask(Task):
     def build_readout(self, dim: int, grid: tuple[int, int, int]) -> nn.Module:
         return PointTrackReadout(dim, self.channels, self.num_heads, self.num_frames, self.frames_per_query,
                                  self.input_size, self.embed_dim, max_frequency=self.query_max_frequency,
-                                 predict_offsets=self.predict_offsets)
+                                 predict_offsets=self.predict_offsets, query_residual=self.query_residual)
 
     # ------------------------------------------------------------------ transforms
     def train_geometry(self, clip: Sample, generator: torch.Generator) -> Sample:

@@ -13,6 +13,11 @@ synth_depth    scannet           ``depth`` (z-depth, metres)
 synth_motion   ssv2              ``label`` (motion class)
 ============== ================= ===========================================================
 
+Readouts: the point and box readouts take ``query_residual`` (default True, the paper's design). The
+demo sets it False: the learnability ladder (``docs/ladder.md``) found that with the residual a readout
+does not learn, in hundreds of steps, to attend to the token under its query (it fits training targets
+from the query alone instead, which also makes it memorise a fixed batch faster).
+
 Defaults: 16 frames at stride 1, 64x64 (``height`` / ``width`` or ``input_size`` override it, and the
 scenes are generated at that size), the paper's readout widths (``channels`` / ``num_heads`` /
 ``embed_dim`` override them), ``num_samples`` training scenes and ``num_eval_samples`` scenes for each

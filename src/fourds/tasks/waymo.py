@@ -53,6 +53,8 @@ class BoxTrackReadout(nn.Module):
         max_frequency: highest Fourier frequency, cycles per frame (128: one pixel of a 256-pixel frame).
         predict_offsets: predict each frame's box as the query box plus an output offset instead of the
             output itself (the paper's); a readout then starts from "the box does not move".
+        query_residual: keep the readout's ``query +`` residual (the paper's); see
+            :class:`fourds.readouts.AttentionReadout`.
 
     Shapes:
         ``forward(features, batch)`` with ``batch["boxes"]`` ``(B, O, T, 4)`` pixels (frame 0 is the
@@ -61,7 +63,7 @@ class BoxTrackReadout(nn.Module):
 
     def __init__(self, dim: int, channels: int, num_heads: int, num_frames: int = 16,
                  frame_size: tuple[int, int] = (256, 256), embed_dim: int = 512, num_frequencies: int = 16,
-                 max_frequency: float = 128.0, predict_offsets: bool = False) -> None:
+                 max_frequency: float = 128.0, predict_offsets: bool = False, query_residual: bool = True) -> None:
         super().__init__()
         self.predict_offsets = predict_offsets
         self.num_frames = num_frames
@@ -69,7 +71,10 @@ class BoxTrackReadout(nn.Module):
         self.embed = FourierQueryEmbedding(4, num_frequencies, hidden_dim=embed_dim, out_dim=embed_dim,
                                            max_frequency=max_frequency)
         self.readout = AttentionReadout(dim, channels, num_heads, 4 * num_frames, query_dim=embed_dim,
-                                        steps=num_frames)
+                                        steps=num_frames, query_residual=query_residual)
+        if predict_offsets:  # start exactly at "nothing moves" (a LeCun-initialised head starts O(1) away)
+            nn.init.zeros_(self.readout.head.weight)
+            nn.init.zeros_(self.readout.head.bias)
 
     def forward(self, features: Tensor, batch: Sample) -> Tensor:
         boxes = batch["boxes"]
@@ -109,6 +114,7 @@ class WaymoTask(Task):
         query_max_frequency: highest Fourier frequency of the query embedding, cycles per frame (128,
             one pixel of a 256-pixel frame; lower it for small frames or little training data).
         predict_offsets: boxes as query box + predicted offset (False: the paper's direct output).
+        query_residual: the readout's ``token = query + ...`` residual (True: the paper's design).
         min_box_fraction: boxes smaller than this fraction of the first frame are dropped.
         max_boxes: boxes kept per clip.
     """
@@ -124,12 +130,14 @@ class WaymoTask(Task):
     embed_dim: int = 512
     query_max_frequency: float = 128.0
     predict_offsets: bool = False
+    query_residual: bool = True
     min_box_fraction: float = 0.005
     max_boxes: int = 25
 
     def build_readout(self, dim: int, grid: tuple[int, int, int]) -> nn.Module:
         return BoxTrackReadout(dim, self.channels, self.num_heads, self.num_frames, self.input_size, self.embed_dim,
-                               max_frequency=self.query_max_frequency, predict_offsets=self.predict_offsets)
+                               max_frequency=self.query_max_frequency, predict_offsets=self.predict_offsets,
+                               query_residual=self.query_residual)
 
     # ------------------------------------------------------------------ transforms
     def eval_geometry(self, clip: Sample) -> Sample:
