@@ -16,6 +16,8 @@ import roma
 import torch
 from torch import Tensor
 
+from fourds.device_constants import constant
+
 CUBE_POINTS: tuple[tuple[float, float, float], ...] = tuple(
     (x, y, z) for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (1.0, 3.0)
 )
@@ -23,8 +25,10 @@ CUBE_POINTS: tuple[tuple[float, float, float], ...] = tuple(
 
 
 def cube_points(dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Tensor:
-    """:data:`CUBE_POINTS` as a ``(8, 3)`` tensor, metres."""
-    return torch.tensor(CUBE_POINTS, dtype=dtype, device=device)
+    """:data:`CUBE_POINTS` as a ``(8, 3)`` tensor, metres (a device-side copy of a cached constant: no host
+    copy per call on a GPU)."""
+    flat = constant(tuple(v for point in CUBE_POINTS for v in point), dtype, device)
+    return flat.view(len(CUBE_POINTS), 3).clone()
 
 
 def procrustes_rotation(m: Tensor) -> Tensor:

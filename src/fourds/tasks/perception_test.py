@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fourds.data.geometry import Resize, apply_geometry, random_resized_crop
+from fourds.device_constants import constant
 from fourds.metrics import METRIC_SPECS, TAPVID_THRESHOLDS, tapvid
 from fourds.readouts import AttentionReadout, FourierQueryEmbedding
 from fourds.tasks.base import Sample, Task, frame_size_of
@@ -110,7 +111,7 @@ class PointTrackReadout(nn.Module):
         tracks = batch["tracks"]
         b, p = tracks.shape[:2]
         h, w = self.frame_size
-        query = tracks[:, :, 0].float() / torch.tensor([w, h], dtype=torch.float32, device=tracks.device)
+        query = tracks[:, :, 0].float() / constant((w, h), torch.float32, tracks.device)
         emb = self.embed(query)[:, :, None] + self.replica_embedding.to(features.dtype)  # (B, P, R, E)
         out = self.readout(features, emb.flatten(1, 2))  # (B, P*R, 4*fpq)
         out = out.reshape(b, p, self.num_frames, 4)
@@ -241,7 +242,7 @@ class PerceptionTestTask(Task):
     # ------------------------------------------------------------------ loss and metrics
     def _scale(self, device: torch.device) -> Tensor:
         h, w = self.input_size
-        return torch.tensor([w, h], dtype=torch.float32, device=device)
+        return constant((w, h), torch.float32, device)
 
     def loss(self, outputs: dict[str, Tensor], batch: Sample) -> Tensor:
         points = outputs["points"].float()
