@@ -159,7 +159,7 @@ def _fake(kind: str, path: Path, state: dict) -> None:
     elif kind == "gzip":
         path.write_bytes(gzip.compress(pickle.dumps(state)))
     else:
-        path.write_bytes(os.urandom(4096))
+        path.write_bytes(b"\xfe\xfd" + os.urandom(4094))  # binary from the first byte, no known magic
 
 
 @pytest.mark.parametrize("kind,looks", [

@@ -148,11 +148,13 @@ def sniff(path: str | os.PathLike, head: bytes | None = None) -> str:
     if head.startswith(b"version https://git-lfs"):
         return "a Git LFS pointer (the real file was never downloaded: run `git lfs pull`)"
     stripped = head.lstrip()
-    if stripped[:1] == b"<":
-        return "an HTML or XML page (often the error or login page of a failed download)"
-    if stripped[:1] in (b"{", b"["):
-        return "a JSON or other text file"
+    # Text-like only when the head is (almost) all printable: random bytes start with "<" or "{" too.
     printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in head)
+    texty = printable >= 0.95 * len(head)
+    if texty and stripped[:1] == b"<":
+        return "an HTML or XML page (often the error or login page of a failed download)"
+    if texty and stripped[:1] in (b"{", b"["):
+        return "a JSON or other text file"
     if printable == len(head):
         return "a text file"
     return f"unrecognised binary data ({size} bytes)"

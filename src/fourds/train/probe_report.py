@@ -77,7 +77,9 @@ def model_name(spec: str) -> str | None:
     """The architecture name in a model folder's ``config.json`` (``"4ds-tiny"``), when the folder is
     still where the probe read it; None otherwise (or for registered names and adapter specs)."""
     try:
-        name = json.loads((Path(spec) / "config.json").read_text()).get("name")
+        from fourds.textfiles import read_json
+
+        name = read_json(Path(spec) / "config.json", "a model folder's config.json").get("name")
     except (OSError, ValueError, AttributeError):
         return None
     return str(name) if name else None
