@@ -64,7 +64,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, recipe: DemoReci
 
     Args:
         out: the demo folder (results, plots, pictures, and the runs behind them).
-        quick: the ~2-minute recipe (:func:`fourds.demo.config.quick_recipe`) instead of the default.
+        quick: the 13-second recipe (:func:`fourds.demo.config.quick_recipe`) instead of the default.
         recipe: a custom recipe (overrides ``quick``).
         keep_cache: keep the rendered scenes' feature cache (``<out>/cache``) after a finished run.
     """
