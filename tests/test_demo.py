@@ -303,3 +303,22 @@ def test_quick_demo_with_distillation_adds_a_probed_distilled_row(tmp_path):
     assert ("nano-distilled", "nano") in [(v["a"], v["b"]) for v in res["verdicts"]]
     log = (tmp_path / "demo" / "distill" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(log[-1])["step"] == recipe.distill_steps
+
+
+def test_random_rows_are_exactly_the_pretraining_runs_step_zero_weights(tmp_path):
+    import torch
+
+    from fourds.demo import default_recipe
+    from fourds.demo.pipeline import entries, pretrain_config
+    from fourds.train.distributed import DistInfo
+    from fourds.train.pretrain import build_model
+
+    recipe = default_recipe()
+    cpu = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    for entry in (e for e in entries(recipe, tmp_path) if e.kind == "random"):
+        cfg = pretrain_config(recipe, entry.model, tmp_path).resolved()
+        _, start = build_model(cfg, cpu, "none", False)  # the pretraining loop's own construction
+        want, got = start.encoder.state_dict(), entry.build().state_dict()
+        assert want.keys() == got.keys()
+        for key in want:
+            assert torch.equal(want[key], got[key]), (entry.label, key)

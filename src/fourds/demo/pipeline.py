@@ -192,18 +192,31 @@ class Entry:
     kind: str
     model: ModelRecipe
     folder: Path | None
+    start: Any = None  # random rows: the PretrainConfig of the run whose step-0 weights they are
 
     def build(self) -> nn.Module:
-        from fourds.models import create, load
+        from fourds.models import load
         from fourds.models.adapters.perframe import PerFrame
 
         if self.kind == "random":
-            vit = {k: v for k, v in self.model.overrides.items() if k in _VIT_KEYS}
-            backbone = create(self.model.preset, **vit)
-            backbone.init_weights(seed=0)
-            return backbone
+            return step_zero_encoder(self.start)
         backbone = load(self.folder)
         return PerFrame(backbone, spec=f"perframe:{self.folder}") if self.kind == "perframe" else backbone
+
+
+def step_zero_encoder(cfg: Any) -> nn.Module:
+    """The encoder exactly as the pretraining run of ``cfg`` starts (its step-0 weights): the SimpleMAE
+    built from the run's config and initialised with its seed, as :func:`fourds.train.pretrain.build_model`
+    does (per-parameter seeds hash the parameter's name, so a bare VideoViT with the same seed would be
+    another draw)."""
+    from fourds.models.registry import simple_mae
+
+    if cfg is None:
+        raise ValueError("a random-init row needs the pretraining config whose step-0 weights it is")
+    cfg = cfg.resolved()
+    mae = simple_mae(cfg.model, **cfg.model_kwargs())
+    mae.init_weights(seed=cfg.seed)
+    return mae.encoder.eval()
 
 
 def entries(recipe: DemoRecipe, out: Path) -> list[Entry]:
@@ -212,7 +225,7 @@ def entries(recipe: DemoRecipe, out: Path) -> list[Entry]:
     for m in recipe.models:
         folder = out / "pretrain" / m.label / "model"
         if recipe.random_init:
-            rows.append(Entry(f"{m.label}-random", "random", m, None))
+            rows.append(Entry(f"{m.label}-random", "random", m, None, start=pretrain_config(recipe, m, out)))
         if m.label in recipe.perframe:
             rows.append(Entry(f"{m.label}-perframe", "perframe", m, folder))
         rows.append(Entry(m.label, "pretrained", m, folder))
