@@ -48,7 +48,9 @@ class DemoRecipe:
     Attributes:
         name: ``default`` or ``quick``.
         frames, size: clip length and square frame size of every scene (pretraining and probes).
-        train_scenes, test_scenes: scenes in the pool's training and test splits (rendered once).
+        train_scenes, test_scenes: scenes in the pool's training and evaluation splits (rendered once).
+        eval_split: the synthetic split the rows are scored on: ``test`` for the reported tables (read once),
+            ``val`` while a recipe, a readout setting or a scene change is being tuned (``docs/demo.md``).
         num_tracks: point tracks per scene.
         scene_options: further ``SyntheticScenes`` options.
         models: the pretrained sizes, smallest first.
@@ -78,6 +80,7 @@ class DemoRecipe:
     size: int = 64
     train_scenes: int = 256
     test_scenes: int = 64
+    eval_split: str = "test"
     num_tracks: int = 32
     scene_options: dict[str, Any] = field(default_factory=dict)
     models: list[ModelRecipe] = field(default_factory=list)
@@ -133,6 +136,8 @@ class DemoRecipe:
             raise ValueError(f"unknown tasks {sorted(unknown)}; registered: {list_tasks()}")
         if len(self.seeds) < 1:
             raise ValueError("give at least one readout seed")
+        if self.eval_split not in ("val", "test"):
+            raise ValueError(f"eval_split must be 'val' (tuning) or 'test' (the reported tables), got {self.eval_split!r}")
         if self.train_scenes < 2 or self.test_scenes < 1:
             raise ValueError(f"need >= 2 training and >= 1 test scenes, got {self.train_scenes}, {self.test_scenes}")
 

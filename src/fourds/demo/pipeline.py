@@ -76,6 +76,9 @@ def quiet_stderr() -> Iterator[None]:
 
 @dataclass
 class Pools:
+    """The rendered scenes: ``train`` (pretraining and readout training) and ``test`` (what the rows are
+    scored on: the recipe's ``eval_split``, ``test`` for reported tables, ``val`` while tuning)."""
+
     train: ScenePool
     test: ScenePool
 
@@ -106,10 +109,11 @@ def render_scenes(recipe: DemoRecipe, out: Path) -> Pools:
     total = recipe.train_scenes + recipe.test_scenes
     with tqdm(total=total, desc="render scenes", unit="scene") as bar:
         pools = {}
-        for split, count in (("train", recipe.train_scenes), ("test", recipe.test_scenes)):
-            pools[split] = render_pool(out / "scenes" / split, split_seed(recipe, split), count, recipe.frames,
-                                       recipe.size, recipe.num_tracks, recipe.scene_options,
-                                       workers=recipe.render_workers, progress=bar.update)
+        for role, split, count in (("train", "train", recipe.train_scenes),
+                                   ("test", recipe.eval_split, recipe.test_scenes)):
+            pools[role] = render_pool(out / "scenes" / split, split_seed(recipe, split), count, recipe.frames,
+                                      recipe.size, recipe.num_tracks, recipe.scene_options,
+                                      workers=recipe.render_workers, progress=bar.update)
     return Pools(pools["train"], pools["test"])
 
 
@@ -289,7 +293,7 @@ def probe_config(recipe: DemoRecipe, entry: Entry, task_name: str, seed: int, ou
         backbone=entry.label, task=task_name, task_overrides=task_overrides(recipe, task_name),
         out=str(probe_dir(out, entry.label, task_name, seed)), lrs=[recipe.probe_lr], weight_decays=[1e-4],
         steps=steps, batch_size=recipe.probe_batch, warmup_steps=warmup,
-        select_on="eval", eval_split="test", seed=seed, save_every=steps,
+        select_on="eval", eval_split=recipe.eval_split, seed=seed, save_every=steps,
         log_every=max(1, steps // 10), resume=True, tensorboard=False, visualize=draw,
         precision="fp32",
     )
