@@ -156,6 +156,10 @@ def test_two_ranks_train_the_same_readouts_as_one_process(tmp_path):
     for x, y in zip(ra["configs"], rb["configs"]):  # evaluation gathered over both ranks' shards
         assert x["test"]["num_samples"] == y["test"]["num_samples"] == 4
         assert x["test"]["toy_mse"] == pytest.approx(y["test"]["toy_mse"], rel=1e-4)
+        # per-sample values come back in the split's order, whatever rank evaluated them
+        assert x["test_samples"]["indices"] == y["test_samples"]["indices"]
+        assert len(set(x["test_samples"]["values"])) == 4
+        assert x["test_samples"]["values"] == pytest.approx(y["test_samples"]["values"], rel=1e-4)
 
 
 def test_resume_takes_the_saved_settings_and_refuses_changes(tmp_path):

@@ -55,7 +55,7 @@ from fourds.train.probe_heads import (
     resolve_backbone,
     token_grid,
 )
-from fourds.train.probe_loop import HeadTrainer, eval_loader, evaluate, head_groups, select
+from fourds.train.probe_loop import HeadTrainer, eval_loader, evaluate, evaluate_with_samples, head_groups, select
 from fourds.train.probe_metrics import primary_spec
 
 log = logging.getLogger(__name__)
@@ -152,14 +152,15 @@ def _frozen(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, da
     bank.eval()
     features.phase = "eval"
     outputs_of = lambda batch: bank(features(batch), batch)  # noqa: E731
-    test = evaluate(task, outputs_of, eval_loader(eval_clips, data.eval_idx, eval_batch, info, cfg.num_workers), len(specs), info)
+    test, samples = evaluate_with_samples(task, outputs_of, eval_loader(eval_clips, data.eval_idx, eval_batch, info,
+                                                                        cfg.num_workers), len(specs), info, data.eval_idx)
     val = test if data.val_idx is None else evaluate(
         task, outputs_of, eval_loader(val_clips, data.val_idx, eval_batch, info, cfg.num_workers), len(specs), info)
     if info.is_main:
         for spec, head in zip(specs, bank.heads):
             save_head(head, out / "heads" / spec.name, task, spec, backbone.dim, grid)
-    results = [{**spec.to_dict(), "val": v, "test": t, "diverged": d}
-               for spec, v, t, d in zip(specs, val, test, trainer.diverged)]
+    results = [{**spec.to_dict(), "val": v, "test": t, "test_samples": ts, "diverged": d}
+               for spec, v, t, ts, d in zip(specs, val, test, samples, trainer.diverged)]
 
     def predictor(k: int) -> Callable:
         features.phase = "eval"
@@ -269,12 +270,14 @@ def _finetune(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, 
             with autocast:
                 return core(to_float(batch["video"]), batch)
 
-        (test,) = evaluate(task, outputs_of, eval_loader(task_clips(task, data.eval_set), data.eval_idx, eval_batch,
-                                                         info, cfg.num_workers), 1, info)
+        (test,), (test_samples,) = evaluate_with_samples(
+            task, outputs_of, eval_loader(task_clips(task, data.eval_set), data.eval_idx, eval_batch, info,
+                                          cfg.num_workers), 1, info, data.eval_idx)
         val = test if data.val_idx is None else evaluate(
             task, outputs_of, eval_loader(task_clips(task, data.train_set), data.val_idx, eval_batch, info,
                                           cfg.num_workers), 1, info)[0]
-        result = {**spec.to_dict(), "steps": run_cfg.steps, "val": val, "test": test, "diverged": trainer.diverged[0],
+        result = {**spec.to_dict(), "steps": run_cfg.steps, "val": val, "test": test, "test_samples": test_samples,
+                  "diverged": trainer.diverged[0],
                   "backbone_forward_calls": dict(run_counter)}
         if info.is_main:
             save_model(model_backbone, run / "model", extra={"finetune": {"task": task.name, **spec.to_dict()}})
@@ -366,6 +369,7 @@ def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: Any = N
         "chosen": None if chosen is None else configs[chosen]["name"],
         "chosen_index": chosen,
         "test": None if chosen is None else configs[chosen]["test"],
+        "test_samples": None if chosen is None else configs[chosen].get("test_samples"),
         "backbone_forward_calls": dict(counter),
         "train_steps": cfg.steps,
         "config": {**cfg.to_dict(), "world_size": info.world_size},

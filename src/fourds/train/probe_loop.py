@@ -205,6 +205,30 @@ class HeadTrainer:
 def evaluate(task: Any, outputs_of: Callable[[dict], list[Any]], loader: Any, num_heads: int,
              info: DistInfo) -> list[dict[str, float]]:
     """Every head's data-set metrics on one split (each rank evaluates its shard; gathered)."""
+    return [acc.reduce() for acc in _accumulate(task, outputs_of, loader, num_heads, info)]
+
+
+@torch.no_grad()
+def evaluate_with_samples(task: Any, outputs_of: Callable[[dict], list[Any]], loader: Any, num_heads: int,
+                          info: DistInfo, indices: list[int]) -> tuple[list[dict[str, float]], list[dict[str, Any]]]:
+    """:func:`evaluate`, and every head's primary metric per evaluated sample in ``indices`` order
+    (``{"metric", "indices", "values"[, "weights"]}``: what a paired bootstrap over the split resamples)."""
+    _, key = primary_spec(task)
+    accs = _accumulate(task, outputs_of, loader, num_heads, info)
+    order = [j for r in range(info.world_size) for j in range(r, len(indices), info.world_size)]  # gathered order
+    samples = []
+    for acc in accs:
+        raw = acc.samples(key)
+        placed = {name: [0.0] * len(indices) for name in raw}
+        for pos, j in enumerate(order):
+            for name, vals in raw.items():
+                placed[name][j] = vals[pos]
+        samples.append({"metric": key, "indices": list(indices), **placed})
+    return [acc.reduce() for acc in accs], samples
+
+
+def _accumulate(task: Any, outputs_of: Callable[[dict], list[Any]], loader: Any, num_heads: int,
+                info: DistInfo) -> list[MetricAccumulator]:
     accs = [MetricAccumulator(task) for _ in range(num_heads)]
     for batch, counts in loader:
         batch = to_device(batch, info.device)
@@ -212,7 +236,7 @@ def evaluate(task: Any, outputs_of: Callable[[dict], list[Any]], loader: Any, nu
         labels = first_clip_batch(batch, counts)
         for acc, out in zip(accs, outputs):
             acc.add(merge_clip_outputs(task, float_outputs(out), counts), labels)
-    return [acc.reduce() for acc in accs]
+    return accs
 
 
 def eval_loader(load_clips: Callable[[int], list[dict]], indices: list[int], batch_size: int, info: DistInfo,

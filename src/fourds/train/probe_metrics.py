@@ -93,6 +93,19 @@ class MetricAccumulator:
                 weights.setdefault(k, []).append(t)
         return {k: torch.cat(v) for k, v in values.items()}, {k: torch.cat(v) for k, v in weights.items()}
 
+    def samples(self, key: str) -> dict[str, list[float]]:
+        """Metric ``key`` per sample, in the order the samples were added (rank by rank under torchrun):
+        ``{"values": [...]}`` plus ``"weights"`` for a weighted metric. What a bootstrap over the data set
+        resamples (``spec.reduce(values[idx], weights[idx])`` is the figure of a resample). Collective under
+        torchrun, like :meth:`reduce`."""
+        values, weights = self._gathered()
+        if key not in values:
+            raise KeyError(f"metric {key!r} was not computed; computed: {sorted(values)}")
+        out = {"values": values[key].tolist()}
+        if key in weights:
+            out["weights"] = weights[key].tolist()
+        return out
+
     def reduce(self) -> dict[str, float]:
         """Data-set figure per metric (collective under torchrun: every rank must call it)."""
         values, weights = self._gathered()
