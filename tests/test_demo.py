@@ -153,15 +153,85 @@ def test_compare_calls_a_win_only_beyond_the_sum_of_the_stds():
     assert math.isclose(res["tasks"]["up"]["spread"], 0.04, rel_tol=1e-9)
     line = verdict_line(res, table)
     assert "better beyond the seeds' spread on 1 of 3 tasks (up)" in line and "worse on 1 (down)" in line
-    assert "up better (+10.0 vs spread 4.00)" in line  # fractions shown as percentages
-    # Against a reference row (the trivial answers): a win over a row below it is flagged, not counted.
-    table["trivial"] = {"up": cell([0.60]), "down": cell([2.0], "lower", "m")}
-    res = compare(table, "a", "b", ["up", "down"], reference="trivial")
-    assert res["wins"] == ["up"] and res["wins_beyond_reference"] == [] and res["tasks"]["up"]["beats_reference"] is False
-    line = verdict_line(res, table)
-    assert "up better but not above the trivial row" in line and "Of its wins, 0 also beat the trivial row." in line
-    table["trivial"]["up"] = cell([0.45])
-    assert compare(table, "a", "b", ["up"], reference="trivial")["wins_beyond_reference"] == ["up"]
+    assert "up better (no per-scene samples) (+10.0 vs spread 4.00)" in line  # fractions shown as percentages
+    # Without per-scene samples no bootstrap can be run: a win is never counted.
+    assert res["significant_wins"] == [] and res["tasks"]["up"]["interval"] is None
+
+
+def scenes(values, weights=None):
+    """A ``test_samples`` dict: one value (and weight) per scene."""
+    out = {"metric": "t/average_jaccard", "indices": list(range(len(values))), "values": list(values)}
+    if weights is not None:
+        out["weights"] = list(weights)
+    return out
+
+
+def sampled(per_seed, metric="t/average_jaccard", direction="higher", units="fraction"):
+    """A Cell whose figure per seed is the mean of its per-scene values."""
+    samples = [dict(scenes(v), metric=metric) for v in per_seed]
+    return Cell(metric, direction, units, [sum(v) / len(v) for v in per_seed], samples)
+
+
+def test_a_counted_task_needs_the_spread_the_bootstrap_and_both_floors():
+    base = [0.2, 0.4, 0.3, 0.5, 0.6, 0.1, 0.45, 0.35]
+    shifted = lambda d, seeds=(0.0, 0.01, 0.02): [[v + d + e for v in base] for e in seeds]  # noqa: E731
+    table = {"a": {"t": sampled(shifted(0.2))}, "b": {"t": sampled(shifted(0.0))},
+             "trivial": {"t": Cell("t/average_jaccard", "higher", "fraction", [0.3], [scenes(base)])},
+             "blank": {"t": sampled(shifted(0.1))}}
+    res = compare(table, "a", "b", ["t"], floors=["trivial", "blank"])
+    r = res["tasks"]["t"]
+    # every scene moved by exactly +0.2: every resample's difference is 0.2
+    assert r["interval"]["low"] == pytest.approx(0.2) and r["interval"]["high"] == pytest.approx(0.2)
+    assert r["significant"] and r["floors"]["trivial"]["beats"] and r["floors"]["blank"]["beats"]
+    assert res["wins_beyond_reference"] == ["t"] and r["counted"]
+    # the blank readout as good as the pretrained row: a win over random init that is not counted
+    table["blank"] = {"t": sampled(shifted(0.2))}
+    res = compare(table, "a", "b", ["t"], floors=["trivial", "blank"])
+    assert res["wins"] == ["t"] and res["wins_beyond_reference"] == []
+    assert "better but not above the blank row" in verdict_line(res, table)
+    # a mean gap carried by one scene: beyond the seeds' spread, but the bootstrap interval includes zero
+    noisy = [[v + (4.0 if i == 0 else -0.05) + e for i, v in enumerate(base)] for e in (0.0, 0.01, 0.02)]
+    table = {"a": {"t": sampled(noisy)}, "b": {"t": sampled(shifted(0.0))}}
+    r = compare(table, "a", "b", ["t"])["tasks"]["t"]
+    assert r["outcome"] == "win" and r["interval"]["low"] < 0 < r["interval"]["high"] and not r["significant"]
+
+
+def test_a_missing_or_non_finite_seed_fails_its_task():
+    good = sampled([[0.5, 0.6]] * 3)
+    table = {"a": {"t": sampled([[0.9, 0.8], [0.9, 0.8], [float("nan"), 0.8]])}, "b": {"t": good}}
+    res = compare(table, "a", "b", ["t"], floors=["b"])
+    assert res["failed"] == ["t"] and res["wins_beyond_reference"] == [] and "non-finite" in res["tasks"]["t"]["reason"]
+    table["a"]["t"] = Cell("t/average_jaccard", "higher", "fraction", [0.9, 0.9], good.samples[:2], missing=[2])
+    res = compare(table, "a", "b", ["t"])
+    assert res["failed"] == ["t"] and "seed(s) [2] have no result" in verdict_line(res, table)
+
+
+def test_the_bootstrap_reduces_a_weighted_metric_by_its_weights():
+    from fourds.demo.bootstrap import figures, paired_bootstrap
+    from fourds.metrics import metric_spec
+
+    spec = metric_spec("abs_rel")
+    a = [{"indices": [0, 1], "values": [0.1, 0.5], "weights": [3.0, 1.0]}]
+    b = [{"indices": [0, 1], "values": [0.2, 0.2], "weights": [3.0, 1.0]}]
+    whole = figures(a, spec, torch.tensor([[0, 1]]))
+    assert float(whole) == pytest.approx((0.1 * 3 + 0.5) / 4)  # the figure the table reports
+    ci = paired_bootstrap(a, b, spec, resamples=4000)
+    # resamples are {0,0}: -0.1, {1,1}: +0.3, {0,1}: (0.3+0.5)/4 - 0.2 = 0.0: the interval spans [-0.1, 0.3]
+    assert ci.low == pytest.approx(-0.1) and ci.high == pytest.approx(0.3) and not ci.excludes_zero_towards("lower")
+    with pytest.raises(ValueError, match="different scenes"):
+        paired_bootstrap(a, [{**b[0], "indices": [0, 2]}], spec)
+
+
+def test_the_blank_backbone_gives_zeros_on_the_real_backbones_grid():
+    from fourds.demo.blank import BlankBackbone
+
+    real = tiny_backbone()
+    blank = BlankBackbone(real)
+    video = torch.rand(2, 4, 32, 32, 3)
+    want = real.features(video, layers=[1, 2])
+    got = blank.features(video, layers=[1, 2])
+    assert [g.shape for g in got] == [w.shape for w in want] and all(not g.any() for g in got)
+    assert blank.token_grid(video.shape) == tuple(real.token_grid(video.shape)) and blank.num_layers == real.num_layers
 
 
 def test_table_bolds_the_best_mean_per_column_with_direction_arrows():
@@ -214,9 +284,14 @@ def test_quick_demo_interrupted_resumed_and_rerun(tmp_path):
     res = json.loads((out / "results.json").read_text())
     log = (out / "pretrain" / "nano" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in log][-1] == 6  # resumed, finished
-    labels = ["nano-random", "nano", "micro-random", "micro-perframe", "micro"]
+    labels = ["nano-random", "nano", "micro-random", "micro-perframe", "micro", "blank"]
     tasks = ["synth_tracking", "synth_boxes", "synth_pose", "synth_depth", "synth_motion"]
     assert list(res["table"]) == [*labels, "trivial"]
+    assert res["counted_comparison"] == {"a": "micro", "b": "micro-random"}
+    assert isinstance(res["wins_beyond_reference"], list) and res["total_s"] > 0
+    counted = next(v for v in res["verdicts"] if (v["a"], v["b"]) == ("micro", "micro-random"))
+    assert counted["floors"] == ["trivial", "blank"]
+    assert all(r["outcome"] == "failed" or r["interval"] is not None for r in counted["tasks"].values())
     assert res["models"].keys() == set(labels)
     trivial = res["table"]["trivial"]
     assert list(trivial) == ["synth_tracking", "synth_boxes", "synth_pose", "synth_depth", "synth_motion"]
@@ -225,7 +300,7 @@ def test_quick_demo_interrupted_resumed_and_rerun(tmp_path):
         assert list(res["table"][label]) == tasks
         for t in tasks:
             c = res["table"][label][t]
-            assert len(c["values"]) == 2 and all(math.isfinite(v) for v in c["values"]), (label, t)
+            assert len(c["values"]) == 3 and all(math.isfinite(v) for v in c["values"]), (label, t)
     assert res["readouts"]["synth_depth"]["channels"] == 32
     checks = res["pretraining_check"]
     assert set(checks) == {"nano", "micro"}
@@ -298,7 +373,7 @@ def test_quick_demo_with_distillation_adds_a_probed_distilled_row(tmp_path):
     recipe.distill = True
     res = run_demo(tmp_path / "demo", recipe=recipe)
     assert "nano-distilled" in res["table"] and res["models"]["nano-distilled"]["kind"] == "distilled"
-    assert all(len(c["values"]) == 2 and all(math.isfinite(v) for v in c["values"])
+    assert all(len(c["values"]) == 3 and all(math.isfinite(v) for v in c["values"])
                for c in res["table"]["nano-distilled"].values())
     assert ("nano-distilled", "nano") in [(v["a"], v["b"]) for v in res["verdicts"]]
     log = (tmp_path / "demo" / "distill" / "metrics.jsonl").read_text().splitlines()

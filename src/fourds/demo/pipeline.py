@@ -187,16 +187,20 @@ def drop_optimiser_state(run_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ backbones
+#: The label of the blank row (the readouts on constant features: :mod:`fourds.demo.blank`).
+BLANK = "blank"
+
+
 @dataclass
 class Entry:
     """One probed backbone: ``label`` (results row), ``kind`` (pretrained / random / perframe /
-    distilled), the model recipe it comes from, and how to build it."""
+    distilled / blank), the model recipe it comes from, and how to build it."""
 
     label: str
     kind: str
     model: ModelRecipe
     folder: Path | None
-    start: Any = None  # random rows: the PretrainConfig of the run whose step-0 weights they are
+    start: Any = None  # random and blank rows: the PretrainConfig of the run whose step-0 weights they are (or copy)
 
     def build(self) -> nn.Module:
         from fourds.models import load
@@ -204,6 +208,10 @@ class Entry:
 
         if self.kind == "random":
             return step_zero_encoder(self.start)
+        if self.kind == "blank":
+            from fourds.demo.blank import BlankBackbone
+
+            return BlankBackbone(step_zero_encoder(self.start))
         backbone = load(self.folder)
         return PerFrame(backbone, spec=f"perframe:{self.folder}") if self.kind == "perframe" else backbone
 
@@ -235,6 +243,9 @@ def entries(recipe: DemoRecipe, out: Path) -> list[Entry]:
         rows.append(Entry(m.label, "pretrained", m, folder))
     if recipe.distill:
         rows.append(Entry(f"{recipe.models[0].label}-distilled", "distilled", recipe.models[0], out / "distill" / "model"))
+    if recipe.blank:
+        largest = recipe.models[-1]
+        rows.append(Entry(BLANK, "blank", largest, None, start=pretrain_config(recipe, largest, out)))
     return rows
 
 

@@ -11,13 +11,14 @@ from fourds.demo.config import DemoRecipe
 from fourds.demo.results import Cell
 
 KIND_COLOURS = {"pretrained": "tab:blue", "random": "tab:grey", "perframe": "tab:orange", "distilled": "tab:green",
-                "no features": "white"}
+                "no features": "white", "blank": "tab:brown"}
 #: Markers and x offsets (a factor on the parameter count) of the size plot: a per-frame row has its
 #: pretrained model's size, so it is drawn a little to the right instead of on top of it.
 KIND_MARKERS = {"pretrained": ("o", 1.0), "random": ("s", 1.0), "perframe": ("^", 1.04), "distilled": ("D", 0.96)}
 #: Legend text of each kind of row.
 KIND_LABELS = {"pretrained": "pretrained (SimpleMAE)", "random": "random init", "perframe": "per-frame",
-               "distilled": "distilled", "no features": "no features (trivial answer)"}
+               "distilled": "distilled", "no features": "no features (trivial answer)",
+               "blank": "blank readout (constant features)"}
 
 
 def _plt() -> Any:
@@ -111,7 +112,7 @@ def kind_legend(kinds: list[str]) -> list[Any]:
     from matplotlib.patches import Patch
 
     return [Patch(facecolor=KIND_COLOURS.get(k, "tab:purple"), edgecolor="black", linewidth=0.5,
-                  hatch="//" if k == "no features" else "", label=KIND_LABELS.get(k, k))
+                  hatch="//" if k in ("no features", "blank") else "", label=KIND_LABELS.get(k, k))
             for k in KIND_COLOURS if k in kinds]
 
 
@@ -137,7 +138,7 @@ def plot_bars(folder: Path, recipe: DemoRecipe, table: dict[str, dict[str, Cell]
         means = [c.scale(c.mean) for _, c in cells]
         stds = [c.scale(c.std) for _, c in cells]
         ax.bar(xs, means, yerr=stds, capsize=3, color=[KIND_COLOURS.get(kinds[label], "tab:purple") for label, _ in cells],
-               edgecolor="black", linewidth=0.5, hatch=["//" if kinds[label] == "no features" else "" for label, _ in cells])
+               edgecolor="black", linewidth=0.5, hatch=["//" if kinds[label] in ("no features", "blank") else "" for label, _ in cells])
         ax.set_xticks(list(xs), [label for label, _ in cells], rotation=40, ha="right", fontsize=7)
         ax.set_title(_title(cells[0][1], task), fontsize=9)
         honest_ylim(ax, [m + sd for m, sd in zip(means, stds)])
@@ -178,6 +179,12 @@ def plot_size(folder: Path, recipe: DemoRecipe, table: dict[str, dict[str, Cell]
             ax.axhline(value, color="black", ls="--", lw=1)
             values.append(value)
             drawn.add("no features")
+        blank = [table[label][task] for label in table if kinds[label] == "blank" and task in table[label]]
+        if blank and math.isfinite(blank[0].mean):
+            value = blank[0].scale(blank[0].mean)
+            ax.axhline(value, color=KIND_COLOURS["blank"], ls=":", lw=1.2)
+            values.append(value)
+            drawn.add("blank")
         ax.set_xscale("log")
         ax.set_xlabel("backbone parameters")
         if cell0 is not None:
@@ -189,6 +196,8 @@ def plot_size(folder: Path, recipe: DemoRecipe, table: dict[str, dict[str, Cell]
               for k in ("pretrained", "random", "perframe", "distilled") if k in drawn]
     if "no features" in drawn:
         legend.append(Line2D([], [], color="black", ls="--", lw=1, label=KIND_LABELS["no features"]))
+    if "blank" in drawn:
+        legend.append(Line2D([], [], color=KIND_COLOURS["blank"], ls=":", lw=1.2, label=KIND_LABELS["blank"]))
     return [save_figure(fig, folder / "metric_vs_size.png", "Metric vs model size (Fig. 7 in miniature): mean ± std "
                         "over seeds", legend=legend)]
 

@@ -9,21 +9,30 @@ from pathlib import Path
 from typing import Any
 
 from fourds.demo.config import DemoRecipe
-from fourds.demo.pipeline import Entry, Pools, Timings, build_task, probe_dir, say
+from fourds.demo.pipeline import BLANK, Entry, Pools, Timings, build_task, probe_dir, say
 from fourds.demo.results import Cell, collect, compare, comparisons, markdown_table, verdict_line
 from fourds.models.io import write_json_atomic
 
 
 TRIVIAL = "trivial"
 
+#: How the demo's count (``wins_beyond_reference``) is taken, in words (results.md, results.json).
+COUNT_RULE = ("a task counts when the larger pretrained model beats the same architecture at random init (its "
+              "pretraining run's step-0 weights) by more than std_a + std_b over the readout seeds, a paired "
+              "bootstrap over the test scenes (95%) excludes zero, and the pretrained row beats the task's floor "
+              "(the trivial answer and the blank readout) by the same two rules; a missing or non-finite seed "
+              "fails the task")
+
 #: What each kind of row in the results table is (results.md lists the kinds the table has).
 KIND_TEXT = {
     "pretrained": "SimpleMAE",
-    "random": "same architecture, random initialisation",
+    "random": "same architecture at random initialisation: its pretraining run's step-0 weights",
     "no features": "each task's trivial answer: points and boxes that do not move, the mean training pose, the "
                    "median training depth, the most frequent class",
     "perframe": "the pretrained model fed one frame at a time, repeated to fill its 2-frame tubelet, time stacked",
     "distilled": "the largest model distilled into the smallest architecture",
+    "blank": "the same readouts trained on constant features (what a readout learns with no information; "
+             "with the trivial answer, the task's floor)",
 }
 
 
@@ -65,18 +74,29 @@ def add_trivial_row(table: dict[str, dict[str, Cell]], recipe: DemoRecipe, pools
                     base: dict[str, str]) -> None:
     """Append the row ``trivial`` (kind ``no features``): each task's answer that uses no features
     (:mod:`fourds.demo.trivial`), measured with the task's metric on the test scenes."""
-    from fourds.demo.trivial import trivial_metrics
+    from fourds.demo.trivial import trivial_scores
 
     row = {}
     for name in recipe.tasks:
         like = next((r[name] for r in table.values() if name in r), None)
         if like is None:
             continue
-        value = trivial_metrics(build_task(recipe, name), pools.train, pools.test).get(like.metric, math.nan)
-        row[name] = Cell(like.metric, like.direction, like.units, [value])
+        metrics, samples = trivial_scores(build_task(recipe, name), pools.train, pools.test)
+        row[name] = Cell(like.metric, like.direction, like.units, [metrics.get(like.metric, math.nan)], [samples])
     if row:
         table[TRIVIAL] = row
         kinds[TRIVIAL], base[TRIVIAL] = "no features", TRIVIAL
+
+
+def counted_comparison(verdicts: list[dict[str, Any]], kinds: dict[str, str], recipe: DemoRecipe) -> dict[str, Any] | None:
+    """The comparison the demo's count is taken from: the largest pretrained model against the same
+    architecture at random initialisation (its pretraining run's step-0 weights). The other comparisons
+    (per-frame, the smaller size, distillation) are reported beside it."""
+    largest = recipe.models[-1].label
+    for v in verdicts:
+        if v["a"] == largest and v["b"] == f"{largest}-random":
+            return v
+    return None
 
 
 def pretraining_check(out: Path, recipe: DemoRecipe, pools: Pools) -> dict[str, dict[str, float]]:
@@ -131,9 +151,10 @@ def write_outputs(recipe: DemoRecipe, out: Path, rows: list[Entry], pools: Pools
     base = {e.label: e.model.label for e in rows}
     add_trivial_row(table, recipe, pools, kinds, base)
     dims = {e.label: int(e.model.overrides.get("dim", 0)) or _preset_dim(e.model.preset) for e in rows}
-    reference = TRIVIAL if TRIVIAL in table else None
-    verdicts = [compare(table, a, b, tasks, reference) for a, b in comparisons(kinds, labels, base)]
+    floors = [label for label in (TRIVIAL, BLANK) if label in table]
+    verdicts = [compare(table, a, b, tasks, floors) for a, b in comparisons(kinds, labels, base)]
     lines = [verdict_line(v, table) for v in verdicts]
+    counted = counted_comparison(verdicts, kinds, recipe)
 
     t_plots = time.perf_counter()
     figures = draw_plots(out, recipe, table, params, kinds, base)
@@ -153,6 +174,10 @@ def write_outputs(recipe: DemoRecipe, out: Path, rows: list[Entry], pools: Pools
         "verdicts": verdicts,
         "verdict_lines": lines,
         "win_rule": "a win needs |mean difference| > std_a + std_b over the readout seeds",
+        "count_rule": COUNT_RULE,
+        "counted_comparison": None if counted is None else {"a": counted["a"], "b": counted["b"]},
+        "wins_beyond_reference": [] if counted is None else counted.get("wins_beyond_reference", []),
+        "total_s": round(sum(v["seconds"] for v in timings.data.values()), 2),
         "seeds": seeds,
         "timings_s": {**stages, "plots_and_pictures": round(plots_seconds, 2), "this_invocation": round(elapsed, 2)},
         "machine": {"start": machine_start, "end": machine_info()},
@@ -200,7 +225,14 @@ def results_markdown(recipe: DemoRecipe, results: dict[str, Any], md_table: str,
         "preset's width and depth, as the default one does); its `total` adds the latents and the decoder, "
         "and its `enc+lat` is at the preset's own input size, so both read larger. Readout widths above give each readout's parameter count once per backbone "
         "width D: a readout's input projection has D inputs, so the same design is larger on a wider backbone.", "",
-        "## Verdicts", "", f"A win is claimed only beyond the seeds' spread ({results['win_rule']}).", "",
+        "## Verdicts", "",
+        f"**Counted: {len(results['wins_beyond_reference'])} of {len(recipe.tasks)} tasks"
+        + (f" ({', '.join(results['wins_beyond_reference'])})" if results["wins_beyond_reference"] else "")
+        + (f"** ({results['counted_comparison']['a']} vs {results['counted_comparison']['b']}). "
+           if results["counted_comparison"] else "**. ")
+        + f"Rule: {COUNT_RULE}.", "",
+        f"A win is claimed only beyond the seeds' spread ({results['win_rule']}); the other comparisons are "
+        "reported beside the counted one.", "",
         *[f"- {line}" for line in lines], "",
         "## Pretraining", "",
         "SimpleMAE loss on the test clips (95% masked, fixed masks) against the loss of predicting each clip's mean "
@@ -228,6 +260,9 @@ def print_summary(out: Path, md_table: str, lines: list[str], results: dict[str,
         say("- " + line.replace("**", ""))
     total = results["timings_s"]
     say("")
+    counted = results["wins_beyond_reference"]
+    say(f"counted: {len(counted)} of {len(results['table'].get(TRIVIAL, {})) or len(results['readouts'])} tasks"
+        + (f" ({', '.join(counted)})" if counted else "") + " — rule in results.md")
     say(f"wall time of this run: {total['this_invocation']:.0f} s ("
         + ", ".join(f"{k} {v:.0f} s" for k, v in total.items() if ":" not in k and k != "this_invocation") + ")")
     say(f"results:  {out / 'results.md'}  and  {out / 'results.json'}")

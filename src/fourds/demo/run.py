@@ -99,12 +99,15 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, recipe: DemoReci
             if probes_done(recipe, out, entry.label):
                 bar.update(len(recipe.tasks) * len(recipe.seeds))
                 continue
-            with timings.stage(f"features:{entry.label}"):
-                if clips is None:
-                    clips = distinct_clips(recipe, pools)
-                backbone = entry.build()
-                layers = sorted({layer for t in tasks.values() for layer in task_layers(t, backbone.num_layers)})
-                memo = backbone_features(entry, recipe, out, clips, layers)
+            if entry.kind == "blank":  # constant features: nothing to encode or memoise
+                memo = entry.build()
+            else:
+                with timings.stage(f"features:{entry.label}"):
+                    if clips is None:
+                        clips = distinct_clips(recipe, pools)
+                    backbone = entry.build()
+                    layers = sorted({layer for t in tasks.values() for layer in task_layers(t, backbone.num_layers)})
+                    memo = backbone_features(entry, recipe, out, clips, layers)
             with timings.stage(f"probes:{entry.label}"):
                 run_probes(recipe, out, pools, entry, memo, bar)
             del memo

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from fourds.data.collate import collate_samples
-from fourds.train.probe_metrics import MetricAccumulator
+from fourds.train.probe_metrics import MetricAccumulator, primary_spec
 
 TRIVIAL_ANSWERS = {
     "synth_tracking": "points stay at their query, all visible",
@@ -61,7 +61,15 @@ def trivial_outputs(task: Any, train: Any, batch: dict[str, Tensor]) -> Any:
 
 def trivial_metrics(task: Any, train: Any, test: Any) -> dict[str, float]:
     """The task's metrics (reduced as the probe reduces them) of its trivial answer on ``test``."""
+    return trivial_scores(task, train, test)[0]
+
+
+def trivial_scores(task: Any, train: Any, test: Any) -> tuple[dict[str, float], dict[str, Any]]:
+    """:func:`trivial_metrics`, and the primary metric per test scene in the probe's ``test_samples``
+    form (``metric``, ``indices``, ``values``, ``weights`` for a weighted metric), for paired bootstraps."""
     batch = _batch(task, test)
     acc = MetricAccumulator(task)
     acc.add(trivial_outputs(task, train, batch), batch)
-    return {k: float(v) for k, v in acc.reduce().items()}
+    key = primary_spec(task)[1]
+    samples = {"metric": key, "indices": list(range(len(test))), **acc.samples(key)}
+    return {k: float(v) for k, v in acc.reduce().items()}, samples
