@@ -397,3 +397,37 @@ def test_random_rows_are_exactly_the_pretraining_runs_step_zero_weights(tmp_path
         assert want.keys() == got.keys()
         for key in want:
             assert torch.equal(want[key], got[key]), (entry.label, key)
+
+
+# ------------------------------------------------------------------------------------------ recipes
+def test_every_preset_follows_the_verdict_rules():
+    """The rules of docs/demo.md: >= 3 readout seeds, the random rows and the blank row present, the
+    reported tables on the test split, >= 128 test scenes on default and >= 256 on long and gpu."""
+    from fourds.demo import RECIPES, get_recipe
+
+    assert set(RECIPES) == {"quick", "default", "long", "gpu"}
+    for name in RECIPES:
+        recipe = get_recipe(name)
+        recipe.validate()
+        assert recipe.name == name and len(set(recipe.seeds)) >= 3 and recipe.random_init and recipe.blank, name
+        assert recipe.eval_split == "test", name
+    assert get_recipe("default").test_scenes >= 128
+    assert get_recipe("long").test_scenes >= 256 and get_recipe("gpu").test_scenes >= 256
+    with pytest.raises(ValueError, match="unknown demo recipe 'fast'"):
+        get_recipe("fast")
+
+
+def test_the_cli_picks_the_gpu_recipe_where_cuda_is_available(monkeypatch):
+    import fourds.demo as demo
+    from fourds.cli import main
+
+    ran = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, recipe, keep_cache: ran.append(recipe.name))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert main(["demo", "--out", "unused"]) == 0 and ran[-1] == "gpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["demo", "--out", "unused"]) == 0 and ran[-1] == "default"
+    assert main(["demo", "--quick"]) == 0 and ran[-1] == "quick"
+    assert main(["demo", "--recipe", "long"]) == 0 and ran[-1] == "long"
+    with pytest.raises(SystemExit):
+        main(["demo", "--quick", "--recipe", "gpu"])

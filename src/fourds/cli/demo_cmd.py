@@ -18,7 +18,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "command again: finished stages are skipped and pretraining resumes from its checkpoint.",
     )
     p.add_argument("--out", default="demo_out", help="output folder (default: ./demo_out)")
-    p.add_argument("--quick", action="store_true", help="the quick recipe: 13 s on 2 CPU cores (tiny scenes and models; CI)")
+    p.add_argument("--recipe", choices=("quick", "default", "long", "gpu"), default=None,
+                   help="quick: the pipeline shrunk for CI; default: the main job (<= 15 min on 2 CPU cores); long: "
+                   "<= 60 min there; gpu: <= 5 min on one H100/H200-class GPU (bf16). Default: gpu where CUDA is "
+                   "available, else default")
+    p.add_argument("--quick", action="store_true", help="the same as --recipe quick")
     p.add_argument("--distill", action="store_true",
                    help="also distil the larger pretrained model into the smaller architecture and probe it")
     p.add_argument("--keep-cache", action="store_true", help="keep the backbone feature cache (<out>/cache)")
@@ -29,9 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from fourds.demo import default_recipe, quick_recipe, run_demo
+    from fourds.demo import get_recipe, run_demo
+    from fourds.demo.config import default_recipe_name
 
-    recipe = quick_recipe() if args.quick else default_recipe()
+    if args.quick and args.recipe not in (None, "quick"):
+        raise SystemExit(f"fourds demo: --quick is --recipe quick; it cannot be combined with --recipe {args.recipe}")
+    recipe = get_recipe("quick" if args.quick else (args.recipe or default_recipe_name()))
     recipe.distill = recipe.distill or args.distill
     recipe.threads = args.threads
     # The library's per-run INFO lines would bury the demo's own progress lines; warnings still show.

@@ -6,8 +6,18 @@ per-frame baseline → a Table-2-shaped results table (mean ± std over readout 
 from the numbers, plots and pictures. ``docs/demo.md`` describes the outputs and the recipe.
 """
 
-from fourds.demo.config import DemoRecipe, ModelRecipe, default_recipe, quick_recipe
+from fourds.demo.config import (
+    RECIPES,
+    DemoRecipe,
+    ModelRecipe,
+    default_recipe,
+    get_recipe,
+    gpu_recipe,
+    long_recipe,
+    quick_recipe,
+)
 from fourds.demo.features import FeatureMemo, clip_key
 from fourds.demo.run import run_demo
 
-__all__ = ["DemoRecipe", "FeatureMemo", "ModelRecipe", "clip_key", "default_recipe", "quick_recipe", "run_demo"]
+__all__ = ["RECIPES", "DemoRecipe", "FeatureMemo", "ModelRecipe", "clip_key", "default_recipe", "get_recipe", "gpu_recipe",
+           "long_recipe", "quick_recipe", "run_demo"]

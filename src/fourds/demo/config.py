@@ -1,8 +1,10 @@
 """The demo's recipe: scenes, the two tiny models and their pretraining, the probe protocol, the readouts.
 
-Two presets, big_vision style: :func:`default_recipe` (the full demo, 13 min 48 s measured on 2 CPU cores)
-and :func:`quick_recipe` (the same pipeline shrunk to 13 s there, for CI). ``docs/demo.md``
-explains each choice and what mattered.
+Four presets, big_vision style (:data:`RECIPES`, ``fourds demo --recipe NAME``): :func:`quick_recipe`
+(the pipeline shrunk for CI), :func:`default_recipe` (the README's main job, <= 15 min on 2 CPU cores),
+:func:`long_recipe` (<= 60 min there) and :func:`gpu_recipe` (<= 5 min on one H100/H200-class GPU, the
+default where CUDA is available). ``docs/demo.md`` gives each one's measured time and table, and what
+mattered.
 """
 
 from __future__ import annotations
@@ -74,6 +76,12 @@ class DemoRecipe:
         distill: also distil the largest pretrained model into the smallest architecture and probe it.
         distill_steps, distill_batch, distill_lr: its schedule.
         feature_batch: clips per backbone pass when precomputing features.
+        feature_memo: encode every pool clip once and serve all probe runs from that one pass
+            (:class:`fourds.demo.FeatureMemo`, the CPU's choice); False runs the backbone on every probe batch
+            on the device, under the recipe's precision (a GPU's choice: there the pass costs less than the
+            memo's hashing and host copies).
+        precision: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU), ``fp32`` or ``bf16``, for pretraining,
+            distillation and the probes.
         render_workers: processes rendering the scenes (0: in the main process).
         threads: torch intra-op threads (0: leave torch's default).
     """
@@ -107,6 +115,8 @@ class DemoRecipe:
     distill_batch: int = 16
     distill_lr: float = 1e-3
     feature_batch: int = 16
+    feature_memo: bool = True
+    precision: str = "auto"
     render_workers: int = 2
     threads: int = 0
 
@@ -140,6 +150,8 @@ class DemoRecipe:
             raise ValueError(f"unknown tasks {sorted(unknown)}; registered: {list_tasks()}")
         if len(self.seeds) < 3 or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"give at least 3 distinct readout seeds (a row is mean ± std over them), got {list(self.seeds)}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if self.eval_split not in ("val", "test"):
             raise ValueError(f"eval_split must be 'val' (tuning) or 'test' (the reported tables), got {self.eval_split!r}")
         if self.train_scenes < 2 or self.test_scenes < 1:
@@ -189,7 +201,7 @@ def default_recipe() -> DemoRecipe:
             ModelRecipe("nano", "4ds-nano", dict(tiny), steps=250, batch_size=16, lr=1e-3, warmup_steps=25),
             ModelRecipe("micro", "4ds-micro", dict(tiny), steps=150, batch_size=16, lr=5e-4, warmup_steps=15),
         ],
-        test_scenes=48,
+        test_scenes=128,
         num_tracks=16,
         probe_steps=100,
         probe_warmup=10,
@@ -231,3 +243,55 @@ def quick_recipe() -> DemoRecipe:
         distill_steps=10,
         distill_batch=4,
     )
+
+
+def long_recipe() -> DemoRecipe:
+    """The hour-scale CPU demo (<= 60 min on 2 CPU cores): more scenes, pretraining and readout steps."""
+    recipe = default_recipe()
+    recipe.name = "long"
+    recipe.test_scenes = 256
+    return recipe
+
+
+def gpu_recipe() -> DemoRecipe:
+    """The GPU demo (<= 5 min on one H100/H200-class GPU; bf16): the issue-17 GPU run's scale — 2,048
+    training / 256 test scenes, 2x8x8 tubelets, 3,000 pretraining steps x batch 128 for the larger model,
+    400 readout steps x batch 64."""
+    tiny = {"input_size": (16, 64, 64), "patch_size": (2, 8, 8)}
+    return DemoRecipe(
+        name="gpu",
+        train_scenes=2048,
+        test_scenes=256,
+        num_tracks=16,
+        models=[
+            ModelRecipe("nano", "4ds-nano", dict(tiny), steps=3000, batch_size=128, lr=1e-3, warmup_steps=300),
+            ModelRecipe("micro", "4ds-micro", dict(tiny), steps=3000, batch_size=128, lr=1e-3, warmup_steps=300),
+        ],
+        perframe=("micro",),
+        task_overrides=_task_overrides(),
+        probe_steps=400,
+        probe_batch=64,
+        probe_warmup=40,
+        visualize_models=("micro",),
+        feature_batch=64,
+        precision="auto",
+        render_workers=8,
+    )
+
+
+#: The presets by name (``fourds demo --recipe NAME``).
+RECIPES = {"quick": quick_recipe, "default": default_recipe, "long": long_recipe, "gpu": gpu_recipe}
+
+
+def get_recipe(name: str) -> DemoRecipe:
+    """The preset ``name`` (one of :data:`RECIPES`)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown demo recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    return RECIPES[name]()
+
+
+def default_recipe_name() -> str:
+    """``gpu`` where CUDA is available, else ``default``."""
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "default"

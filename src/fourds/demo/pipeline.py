@@ -128,7 +128,7 @@ def pretrain_config(recipe: DemoRecipe, model: ModelRecipe, out: Path) -> Any:
         weight_decay=model.weight_decay, beta2=model.beta2, num_frames=recipe.frames, frame_stride=1,
         image_size=recipe.size, min_resize=model.min_resize, max_resize=model.max_resize, flip=True, seed=0,
         save_every=max(1, model.steps // 4), log_every=max(1, model.steps // 50),
-        resume=_has_checkpoint(out / "pretrain" / model.label), precision="fp32",
+        resume=_has_checkpoint(out / "pretrain" / model.label), precision=recipe.precision,
     )
 
 
@@ -169,7 +169,7 @@ def distill_model(recipe: DemoRecipe, out: Path, pools: Pools) -> Path:
             frame_stride=1, image_size=recipe.size, min_resize=small.min_resize, max_resize=small.max_resize,
             save_every=max(1, recipe.distill_steps // 4), log_every=max(1, recipe.distill_steps // 50),
             resume=_has_checkpoint(out / "distill"),
-            precision="fp32", teacher_precision="fp32",
+            precision=recipe.precision, teacher_precision=recipe.precision,
         )
         distill(cfg, source=InMemoryVideos(pools.train.videos(), seed=0))
         drop_optimiser_state(out / "distill")
@@ -306,7 +306,7 @@ def probe_config(recipe: DemoRecipe, entry: Entry, task_name: str, seed: int, ou
         steps=steps, batch_size=recipe.probe_batch, warmup_steps=warmup,
         select_on="eval", eval_split=recipe.eval_split, seed=seed, save_every=steps,
         log_every=max(1, steps // 10), resume=True, tensorboard=False, visualize=draw,
-        precision="fp32",
+        precision=recipe.precision,
     )
 
 

@@ -99,7 +99,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, recipe: DemoReci
             if probes_done(recipe, out, entry.label):
                 bar.update(len(recipe.tasks) * len(recipe.seeds))
                 continue
-            if entry.kind == "blank":  # constant features: nothing to encode or memoise
+            if entry.kind == "blank" or not recipe.feature_memo:  # the probe runs the backbone on each batch
                 memo = entry.build()
             else:
                 with timings.stage(f"features:{entry.label}"):
