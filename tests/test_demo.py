@@ -93,6 +93,31 @@ def test_memo_keys_see_every_pixel_and_the_store_round_trips(tmp_path):
         wide.load(tmp_path / "f.safetensors")
 
 
+def test_device_keys_are_exact_and_independent_of_the_batch(tmp_path):
+    """The GPU memo's keys (computed where the batch is; exercised here on the CPU): one key per exact
+    clip whatever batch or position it arrives in, another key for a one-ulp change of one pixel."""
+    from fourds.demo.features import device_clip_keys
+
+    clips = torch.rand(5, 4, 32, 32, 3)
+    alone = [device_clip_keys(c[None])[0] for c in clips]
+    assert device_clip_keys(clips) == alone and device_clip_keys(clips.flip(0)) == alone[::-1]
+    assert len(set(alone)) == 5
+    nudged = clips[:1].clone()
+    nudged[0, 3, 31, 31, 2] = torch.nextafter(nudged[0, 3, 31, 31, 2], torch.tensor(2.0))
+    assert device_clip_keys(nudged)[0] != alone[0]
+    memo = FeatureMemo(Counting(tiny_backbone()), device_keys=True)
+    assert memo.precompute(list(clips) + list(clips[:2]), [1, 2], batch_size=2) == 5
+    got = memo.features(clips[[3, 0]], [2])[0]
+    with torch.no_grad():
+        want = memo.inner.inner.features(clips[[3, 0]], layers=[2])[0]
+    assert memo.inner.clips == 5 and memo.hits >= 2
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    memo.save(tmp_path / "d.safetensors")
+    again = FeatureMemo(Counting(tiny_backbone()), device_keys=True)
+    assert again.load(tmp_path / "d.safetensors") == 5
+    assert torch.equal(again.features(clips[[3, 0]], [2])[0], got) and again.inner.clips == 0
+
+
 def test_probe_through_the_memo_matches_the_plain_backbone_and_reuses_features_across_tasks(tmp_path):
     from fourds.tasks import get_task
 

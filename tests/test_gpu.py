@@ -143,3 +143,4 @@ def test_feature_memo_on_cuda_serves_clips_converted_on_either_device():
     assert memo.precompute([to_float(c) for c in clips], [2], batch_size=2) == 3
     (feats,) = memo.features(to_float(clips.cuda()), [2])  # converted on the GPU: same keys, no miss
     assert memo.misses == 3 and memo.hits == 3 and feats.device.type == "cuda"
+    assert memo.uses_device_keys and all(t.device.type == "cuda" for e in memo.store.values() for t in e.values())

@@ -9,6 +9,13 @@ tensors come back, bit-identical to what the backbone would compute (it runs in 
 ``--feature-cache`` (keyed per task), one backbone pass serves all five synthetic tasks.
 
 The memo saves to and loads from one safetensors file, so an interrupted demo does not recompute it.
+
+Two keys, one per kind of device. On the CPU, :func:`clip_key` (blake2b over the bytes, read in place).
+On a GPU, :func:`device_clip_keys`: four 64-bit sums of the clip's float32 bit patterns times fixed
+random weights, computed where the batch is (integer sums wrap modulo 2^64, so they are exact and do
+not depend on the batch a clip arrives in or on the order of the reduction); one ``(B, 4)`` host copy per
+batch instead of the whole batch, and the features stay on the GPU. Two different clips share a device
+key with probability about 2^-256.
 """
 
 from __future__ import annotations
@@ -36,18 +43,46 @@ def clip_key(clip: Tensor) -> str:
     return h.hexdigest()
 
 
+_WEIGHTS: dict[tuple[int, str], Tensor] = {}
+
+
+def _key_weights(numel: int, device: torch.device) -> Tensor:
+    """``(numel, 4)`` fixed int64 weights in [1, 2^31) (a seeded draw on the CPU, cached per device)."""
+    cache_key = (numel, str(device))
+    if cache_key not in _WEIGHTS:
+        draw = torch.randint(1, 2**31, (4, numel), generator=torch.Generator().manual_seed(0x4D5), dtype=torch.int64)
+        _WEIGHTS[cache_key] = draw.to(device)
+    return _WEIGHTS[cache_key]
+
+
+def device_clip_keys(video: Tensor) -> list[str]:
+    """Keys of the clips of a float32 batch ``(B, T, H, W, 3)``, computed on the batch's device (module
+    docstring): equal for bit-identical clips whatever batch they are in, different otherwise."""
+    if video.dtype != torch.float32:
+        raise ValueError(f"device_clip_keys needs float32 clips, got {video.dtype}")
+    flat = video.detach().contiguous().reshape(video.shape[0], -1)
+    bits = flat.view(torch.int32).to(torch.int64)  # (B, N): every bit of every pixel
+    weights = _key_weights(bits.shape[1], bits.device)
+    sums = torch.stack([(bits * w).sum(dim=1) for w in weights], dim=1).cpu().tolist()  # (B, 4), wraps mod 2^64
+    shape = tuple(video.shape[1:])
+    return [f"d{shape}:" + ":".join(f"{v & 0xFFFFFFFFFFFFFFFF:016x}" for v in row) for row in sums]
+
+
 class FeatureMemo(nn.Module):
     """A Backbone whose ``features`` are memoised per clip (see the module docstring).
 
     Args:
         inner: the Backbone (num_layers, dim, patch_size, input_size, features, optionally token_grid).
+        device_keys: key clips with :func:`device_clip_keys` and keep the features where the backbone runs
+            (None: where the backbone runs on a GPU); False: :func:`clip_key` and features in host memory.
 
     Attributes:
         hits, misses: clips served from the memo and clips the backbone encoded.
     """
 
-    def __init__(self, inner: nn.Module) -> None:
+    def __init__(self, inner: nn.Module, device_keys: bool | None = None) -> None:
         super().__init__()
+        self.device_keys = device_keys
         self.inner = inner.eval().requires_grad_(False)
         self.num_layers = int(inner.num_layers)
         self.dim = int(inner.dim)
@@ -73,13 +108,13 @@ class FeatureMemo(nn.Module):
         """``video`` ``(B, T, H, W, 3)`` float in [0, 1] → one ``(B, T', N, C)`` tensor per layer (all
         ``num_layers + 1`` when ``layers`` is None), from the memo where every asked layer is stored."""
         wanted = resolve_layers(list(layers), self.num_layers) if layers is not None else list(range(self.num_layers + 1))
-        on_cpu = video.detach().to("cpu")  # one device -> host copy per batch, not one per clip
-        keys = [clip_key(clip) for clip in on_cpu]
+        device = self.device
+        keep = self.store_device
+        keys = self.keys(video if keep.type == "cpu" else video.to(device))
         todo = [b for b, k in enumerate(keys) if not all(layer in self.store.get(k, {}) for layer in wanted)]
         if todo:
-            device = self.device
             batch = (video if video.device == device else video.to(device))[todo]
-            feats = [f.to("cpu", torch.float32) for f in self.inner.features(batch, layers=wanted)]
+            feats = [f.to(keep, torch.float32) for f in self.inner.features(batch, layers=wanted)]
             for row, b in enumerate(todo):
                 entry = self.store.setdefault(keys[b], {})
                 for layer, f in zip(wanted, feats):
@@ -87,9 +122,28 @@ class FeatureMemo(nn.Module):
         self.misses += len(todo)
         self.hits += len(keys) - len(todo)
         out = [torch.stack([self.store[k][layer] for k in keys]) for layer in wanted]
+        if out and out[0].device == video.device:
+            return out
         if video.device.type == "cuda":
             return [t.pin_memory().to(video.device, non_blocking=True) for t in out]
         return [t.to(video.device) for t in out]
+
+    def keys(self, video: Tensor) -> list[str]:
+        """The memo's key of each clip of ``video`` ``(B, T, H, W, 3)`` (on the CPU or on the backbone's
+        device, as the memo keys)."""
+        if self.uses_device_keys:
+            return device_clip_keys(video)
+        on_cpu = video.detach().to("cpu")  # one device -> host copy per batch, not one per clip
+        return [clip_key(clip) for clip in on_cpu]
+
+    @property
+    def uses_device_keys(self) -> bool:
+        return self.device.type != "cpu" if self.device_keys is None else bool(self.device_keys)
+
+    @property
+    def store_device(self) -> torch.device:
+        """Where the memoised features live: the backbone's device with device keys, else host memory."""
+        return self.device if self.uses_device_keys else torch.device("cpu")
 
     @property
     def device(self) -> torch.device:
@@ -116,7 +170,7 @@ class FeatureMemo(nn.Module):
                 pending.clear()
 
         for clip in videos:
-            key = clip_key(clip)
+            key = self.keys(clip[None].to(self.device) if self.uses_device_keys else clip[None])[0]
             if key in seen or all(layer in self.store.get(key, {}) for layer in layers):
                 if progress is not None:
                     progress(1)
@@ -130,7 +184,7 @@ class FeatureMemo(nn.Module):
 
     def save(self, path: str | Path) -> None:
         """Write the memo to one safetensors file (atomically)."""
-        flat = {f"{key}/{layer}": t for key, entry in self.store.items() for layer, t in entry.items()}
+        flat = {f"{key}/{layer}": t.cpu() for key, entry in self.store.items() for layer, t in entry.items()}
         save_weights_atomic(flat, Path(path), metadata={"num_layers": str(self.num_layers), "dim": str(self.dim)})
 
     def load(self, path: str | Path) -> int:
@@ -140,5 +194,5 @@ class FeatureMemo(nn.Module):
             key, layer = name.rsplit("/", 1)
             if tensor.shape[-1] != self.dim:
                 raise ValueError(f"{path}: features of width {tensor.shape[-1]}, this backbone's is {self.dim}")
-            self.store.setdefault(key, {})[int(layer)] = tensor
+            self.store.setdefault(key, {})[int(layer)] = tensor.to(self.store_device)
         return len({name.rsplit("/", 1)[0] for name in flat})

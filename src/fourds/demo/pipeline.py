@@ -283,7 +283,10 @@ def backbone_features(entry: Entry, recipe: DemoRecipe, out: Path, clips: list[t
     path = out / "cache" / "features" / f"{entry.label}.safetensors"
     if path.is_file():
         memo.load(path)
-    with tqdm(total=len(clips), desc=f"features {entry.label}", unit="clip") as bar:
+    # The probe runs the backbone under bf16 autocast on a GPU (precision auto / bf16): so does this pass.
+    bf16 = memo.device.type == "cuda" and recipe.precision in ("auto", "bf16")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with tqdm(total=len(clips), desc=f"features {entry.label}", unit="clip") as bar, autocast:
         encoded = memo.precompute(clips, layers, recipe.feature_batch, progress=bar.update)
     if encoded:
         memo.save(path)
