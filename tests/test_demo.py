@@ -456,3 +456,24 @@ def test_the_cli_picks_the_gpu_recipe_where_cuda_is_available(monkeypatch):
     assert main(["demo", "--recipe", "long"]) == 0 and ran[-1] == "long"
     with pytest.raises(SystemExit):
         main(["demo", "--quick", "--recipe", "gpu"])
+
+
+def test_learning_curves_probe_each_checkpoint_on_val_and_rerun_skips_what_is_done(tmp_path):
+    from fourds.demo import quick_recipe
+    from fourds.demo.curves import CurvePlan, learning_curves
+
+    recipe = quick_recipe()
+    recipe.eval_split = "val"
+    plan = CurvePlan(pretrain_points=(0, 3, 6), readout_steps=(3,), tasks=("synth_pose", "synth_depth"))
+    curves = learning_curves(recipe, tmp_path, plan)
+    assert (tmp_path / "scenes" / "val").is_dir() and not (tmp_path / "scenes" / "test").exists()
+    pose = curves["tasks"]["synth_pose"]
+    assert set(pose["pretrained"]["3"]) == {"0", "3", "6"} and pose["direction"] == "lower"
+    assert all(len(c["values"]) == 3 and math.isfinite(c["mean"]) for c in pose["pretrained"]["3"].values())
+    assert math.isfinite(pose["trivial"]) and len(pose["blank"]["3"]["values"]) == 3
+    assert {"slope_per_decade", "clips_needed", "floor", "beats_floor_at_last_point"} <= set(pose["trend"])
+    assert (tmp_path / "curves.png").is_file()
+    done = tmp_path / "curves" / "probes" / "micro@6" / "r3" / "synth_pose" / "seed0" / "results.json"
+    stamp = done.stat().st_mtime_ns
+    assert learning_curves(recipe, tmp_path, plan)["tasks"]["synth_pose"] == pose  # nothing re-run
+    assert done.stat().st_mtime_ns == stamp
