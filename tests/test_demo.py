@@ -477,3 +477,23 @@ def test_learning_curves_probe_each_checkpoint_on_val_and_rerun_skips_what_is_do
     stamp = done.stat().st_mtime_ns
     assert learning_curves(recipe, tmp_path, plan)["tasks"]["synth_pose"] == pose  # nothing re-run
     assert done.stat().st_mtime_ns == stamp
+
+
+def test_two_worker_processes_give_the_same_table_as_one(tmp_path):
+    """Pretraining side by side and one probed backbone per worker process (one torch thread each) give
+    bit-identical results to the sequential path with one thread; a rerun skips everything."""
+    from fourds.demo import quick_recipe, run_demo
+
+    one = quick_recipe()
+    one.threads = 1
+    two = quick_recipe()
+    two.threads, two.workers = 1, 2
+    a = run_demo(tmp_path / "one", recipe=one)
+    b = run_demo(tmp_path / "two", recipe=two)
+    assert a["table"] == b["table"] and "features_and_probes" in b["timings_s"]
+    assert list((tmp_path / "two" / "state" / "logs").glob("probes-*.log"))
+    timings = json.loads((tmp_path / "two" / "state" / "timings.json").read_text())
+    again = run_demo(tmp_path / "two", recipe=two)
+    after = json.loads((tmp_path / "two" / "state" / "timings.json").read_text())
+    assert again["table"] == b["table"]
+    assert after["features_and_probes"] == timings["features_and_probes"]  # nothing left to run: stage skipped

@@ -83,7 +83,11 @@ class DemoRecipe:
         precision: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU), ``fp32`` or ``bf16``, for pretraining,
             distillation and the probes.
         render_workers: processes rendering the scenes (0: in the main process).
-        threads: torch intra-op threads (0: leave torch's default).
+        workers: processes running the models' pretraining side by side and then one probed backbone each,
+            with one torch thread each (:mod:`fourds.demo.parallel`; a CPU's choice: torch's second thread does
+            not speed these tiny models up, a second process doubles the work done); 1: everything in the main
+            process.
+        threads: torch intra-op threads of the main process (0: leave torch's default).
     """
 
     name: str = "default"
@@ -118,6 +122,7 @@ class DemoRecipe:
     feature_memo: bool = True
     precision: str = "auto"
     render_workers: int = 2
+    workers: int = 1
     threads: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,6 +155,8 @@ class DemoRecipe:
             raise ValueError(f"unknown tasks {sorted(unknown)}; registered: {list_tasks()}")
         if len(self.seeds) < 3 or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"give at least 3 distinct readout seeds (a row is mean ± std over them), got {list(self.seeds)}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1 (1: everything in the main process), got {self.workers}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if self.eval_split not in ("val", "test"):

@@ -29,6 +29,7 @@ from fourds.demo.pipeline import (
     say,
     task_layers,
 )
+from fourds.demo.parallel import pretrain_parallel, probes_parallel
 from fourds.models.io import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,8 @@ log = logging.getLogger(__name__)
 def _check_recipe(out: Path, recipe: DemoRecipe) -> None:
     """A demo folder belongs to one recipe: resuming with another would mix their results."""
     path = out / "state" / "recipe.json"
-    # Threads change speed, not results; distillation only adds a row: both may differ on resume.
-    current = {k: v for k, v in json.loads(json.dumps(recipe.to_dict())).items() if k not in ("threads", "distill")}
+    # Threads and worker processes change speed, not results; distillation only adds a row: all may differ on resume.
+    current = {k: v for k, v in json.loads(json.dumps(recipe.to_dict())).items() if k not in ("threads", "workers", "distill")}
     if path.is_file():
         saved = json.loads(path.read_text())
         if saved != current:
@@ -85,12 +86,17 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, recipe: DemoReci
     with timings.stage("scenes"):
         pools = render_scenes(recipe, out)
     with timings.stage("pretrain"):
-        pretrain_models(recipe, out, pools)
+        if recipe.workers > 1:
+            pretrain_parallel(recipe, out, recipe.workers)
+        pretrain_models(recipe, out, pools)  # what is left (all of it with one worker)
     if recipe.distill:
         with timings.stage("distill"):
             distill_model(recipe, out, pools)
 
     rows = entries(recipe, out)
+    if recipe.workers > 1 and not all(probes_done(recipe, out, e.label) for e in rows):
+        with timings.stage("features_and_probes"):
+            probes_parallel(recipe, out, rows, recipe.workers)
     tasks = {name: build_task(recipe, name) for name in recipe.tasks}
     clips = None
     total = len(rows) * len(recipe.tasks) * len(recipe.seeds)
