@@ -480,20 +480,26 @@ def test_learning_curves_probe_each_checkpoint_on_val_and_rerun_skips_what_is_do
 
 
 def test_two_worker_processes_give_the_same_table_as_one(tmp_path):
-    """Pretraining side by side and one probed backbone per worker process (one torch thread each) give
-    bit-identical results to the sequential path with one thread; a rerun skips everything."""
+    """The job graph on two worker processes (pretraining side by side, the random and blank rows from the
+    start, each pretrained row after its model, the distilled row after the distillation; one torch thread
+    each) gives a bit-identical table to the sequential path with one thread; a rerun skips everything."""
     from fourds.demo import quick_recipe, run_demo
+    from fourds.demo.parallel import demo_jobs
+    from fourds.demo.pipeline import entries
 
     one = quick_recipe()
-    one.threads = 1
+    one.threads, one.distill = 1, True
     two = quick_recipe()
-    two.threads, two.workers = 1, 2
+    two.threads, two.workers, two.distill = 1, 2, True
+    after = {j.name: j.after for j in demo_jobs(two, tmp_path / "two", entries(two, tmp_path / "two"))}
+    assert after["probes:micro-random"] == () and after["probes:blank"] == () and after["distill"] == ("pretrain:micro",)
+    assert after["probes:micro-perframe"] == ("pretrain:micro",) and after["probes:nano-distilled"] == ("distill",)
     a = run_demo(tmp_path / "one", recipe=one)
     b = run_demo(tmp_path / "two", recipe=two)
-    assert a["table"] == b["table"] and "features_and_probes" in b["timings_s"]
+    assert a["table"] == b["table"] and "nano-distilled" in b["table"] and "pretrain_and_probes" in b["timings_s"]
     assert list((tmp_path / "two" / "state" / "logs").glob("probes-*.log"))
     timings = json.loads((tmp_path / "two" / "state" / "timings.json").read_text())
     again = run_demo(tmp_path / "two", recipe=two)
-    after = json.loads((tmp_path / "two" / "state" / "timings.json").read_text())
+    after_rerun = json.loads((tmp_path / "two" / "state" / "timings.json").read_text())
     assert again["table"] == b["table"]
-    assert after["features_and_probes"] == timings["features_and_probes"]  # nothing left to run: stage skipped
+    assert after_rerun["pretrain_and_probes"] == timings["pretrain_and_probes"]  # nothing left to run: stage skipped

@@ -22,6 +22,8 @@ import multiprocessing
 import os
 import time
 from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -112,27 +114,68 @@ def _pretrain_steps_done(out: Path, label: str) -> int:
     return last
 
 
-def _run(jobs: list[tuple[Any, str]], recipe: DemoRecipe, out: Path, workers: int, bar: tqdm,
-         progress: Any) -> None:
-    """Run ``(function, label)`` jobs on ``workers`` spawned processes; ``progress()`` → units done."""
+def distill_job(recipe: DemoRecipe, out: Path, label: str) -> str:
+    """The distillation run (the largest pretrained model into the smallest architecture), in a worker."""
+    from fourds.demo.pipeline import distill_model
+
+    with _worker(out, "distill"):
+        distill_model(recipe, out, _pools(recipe, out))
+    return label
+
+
+@dataclass
+class Job:
+    """One unit of work: ``fn(recipe, out, label)`` in a worker, after the jobs named in ``after``."""
+
+    name: str
+    fn: Callable[[DemoRecipe, Path, str], str]
+    label: str
+    after: tuple[str, ...] = ()
+
+
+def demo_jobs(recipe: DemoRecipe, out: Path, rows: list[Entry]) -> list[Job]:
+    """The demo's work as a graph, in priority order (longest first where it can start): every model's
+    pretraining; the distillation after its teacher; each probed backbone after what its weights come
+    from — nothing for the random-init and blank rows (step-0 weights), the model's pretraining for the
+    pretrained and per-frame rows, the distillation for the distilled row."""
+    jobs = [Job(f"pretrain:{m.label}", pretrain_job, m.label) for m in reversed(recipe.models)]
+    if recipe.distill:
+        jobs.append(Job("distill", distill_job, "distill", (f"pretrain:{recipe.models[-1].label}",)))
+    after = {"random": (), "blank": (), "distilled": ("distill",)}
+    for entry in sorted(rows, key=lambda e: e.kind == "blank"):
+        jobs.append(Job(f"probes:{entry.label}", probe_job, entry.label,
+                        after.get(entry.kind, (f"pretrain:{entry.model.label}",))))
+    return jobs
+
+
+def run_jobs(jobs: list[Job], recipe: DemoRecipe, out: Path, workers: int, on_tick: Callable[[], None]) -> None:
+    """Run ``jobs`` on ``workers`` spawned processes, each as soon as the jobs it comes after are done and
+    a worker is free (in list order); ``on_tick()`` every 2 s (progress). A failed job stops the run with
+    its worker's log tail."""
     ctx = multiprocessing.get_context("spawn")
     env_threads = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"  # the workers inherit it (set before they start)
+    done: set[str] = set()
+    waiting = list(jobs)
+    running: dict[cf.Future, Job] = {}
     try:
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(fn, recipe, out, label): label for fn, label in jobs}
-            pending = set(futures)
-            while pending:
-                done, pending = cf.wait(pending, timeout=2.0, return_when=cf.FIRST_COMPLETED)
-                bar.n = progress()
-                bar.refresh()
-                for future in done:
-                    label = futures[future]
+            while waiting or running:
+                for job in [j for j in waiting if set(j.after) <= done][: max(0, workers - len(running))]:
+                    waiting.remove(job)
+                    running[pool.submit(job.fn, recipe, out, job.label)] = job
+                if not running:
+                    missing = sorted({a for j in waiting for a in j.after} - done - {j.name for j in waiting})
+                    raise RuntimeError(f"demo jobs wait for jobs that do not exist: {missing}")
+                finished, _ = cf.wait(list(running), timeout=2.0, return_when=cf.FIRST_COMPLETED)
+                on_tick()
+                for future in finished:
+                    job = running.pop(future)
                     try:
                         future.result()
                     except BaseException as exc:
-                        tail = _log_tail(out, label)
-                        raise RuntimeError(f"demo worker for {label!r} failed: {exc}\n{tail}") from exc
+                        raise RuntimeError(f"demo worker for {job.name!r} failed: {exc}\n{_log_tail(out, job.label)}") from exc
+                    done.add(job.name)
     finally:
         if env_threads is None:
             os.environ.pop("OMP_NUM_THREADS", None)
@@ -145,40 +188,29 @@ def _log_tail(out: Path, label: str) -> str:
     return "".join(f"--- {p} (last lines) ---\n{p.read_text()[-3000:]}" for p in logs)
 
 
-def pretrain_parallel(recipe: DemoRecipe, out: Path, workers: int) -> None:
-    """Every model's pretraining, side by side on ``workers`` processes."""
-    todo = [m for m in recipe.models if _pretrain_steps_done(out, m.label) != -1]
-    if not todo:
-        return
-    total = sum(m.steps for m in todo)
-    say(f"[pretrain] {', '.join(f'{m.label} ({m.preset}): {m.steps} steps x batch {m.batch_size}' for m in todo)}"
-        f" — {min(workers, len(todo))} worker processes")
-
-    def progress() -> int:
-        return sum(m.steps if _pretrain_steps_done(out, m.label) == -1 else _pretrain_steps_done(out, m.label)
-                   for m in todo)
-
-    with tqdm(total=total, desc="pretrain (all models)", unit="step") as bar:
-        _run([(pretrain_job, m.label) for m in todo], recipe, out, min(workers, len(todo)), bar, progress)
-        bar.n = total
-        bar.refresh()
-
-
-def probes_parallel(recipe: DemoRecipe, out: Path, rows: list[Entry], workers: int) -> None:
-    """Every probed backbone's features and probe runs, one job per backbone, on ``workers`` processes
-    (the costliest first: the blank row has no feature pass)."""
+def run_parallel(recipe: DemoRecipe, out: Path, rows: list[Entry], workers: int) -> None:
+    """Pretraining, distillation and every probed backbone's features and probe runs, on ``workers``
+    processes as the job graph allows (:func:`demo_jobs`); two progress bars (pretraining steps, probe runs)."""
+    models = [m for m in recipe.models if _pretrain_steps_done(out, m.label) != -1]
     runs = [(e.label, t, s) for e in rows for t in recipe.tasks for s in recipe.seeds]
 
-    def progress() -> int:
+    def steps_done() -> int:
+        return sum(m.steps if _pretrain_steps_done(out, m.label) == -1 else _pretrain_steps_done(out, m.label)
+                   for m in models)
+
+    def runs_done() -> int:
         return sum((probe_dir(out, label, t, s) / "results.json").is_file() for label, t, s in runs)
 
-    todo = [e for e in rows if any(not (probe_dir(out, e.label, t, s) / "results.json").is_file()
-                                   for t in recipe.tasks for s in recipe.seeds)]
-    todo.sort(key=lambda e: e.kind == "blank")
+    say(f"[parallel] {workers} worker processes, one torch thread each; logs in {out / 'state' / 'logs'}")
     t0 = time.perf_counter()
-    with tqdm(total=len(runs), desc=f"probe runs ({workers} worker processes)", unit="run") as bar:
-        bar.n = progress()
-        _run([(probe_job, e.label) for e in todo], recipe, out, workers, bar, progress)
-        bar.n = progress()
-        bar.refresh()
-    say(f"[probes] {len(runs)} runs of {len(rows)} backbones in {time.perf_counter() - t0:.0f} s")
+    with tqdm(total=sum(m.steps for m in models), desc="pretrain (all models)", unit="step", position=0) as pbar, \
+            tqdm(total=len(runs), desc="probe runs", unit="run", position=1) as rbar:
+        def tick() -> None:
+            for bar, value in ((pbar, steps_done()), (rbar, runs_done())):
+                bar.n = value
+                bar.refresh()
+
+        tick()
+        run_jobs(demo_jobs(recipe, out, rows), recipe, out, workers, tick)
+        tick()
+    say(f"[parallel] {len(recipe.models)} pretraining runs and {len(runs)} probe runs in {time.perf_counter() - t0:.0f} s")

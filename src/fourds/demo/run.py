@@ -16,6 +16,8 @@ from tqdm.auto import tqdm
 
 from fourds.demo.config import DemoRecipe, default_recipe, quick_recipe
 from fourds.demo.pipeline import (
+    Entry,
+    Pools,
     Timings,
     backbone_features,
     build_task,
@@ -29,7 +31,7 @@ from fourds.demo.pipeline import (
     say,
     task_layers,
 )
-from fourds.demo.parallel import pretrain_parallel, probes_parallel
+from fourds.demo.parallel import run_parallel
 from fourds.models.io import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,40 @@ def machine_info() -> dict[str, Any]:
             "cuda": torch.cuda.is_available(), "load_average_1_5_15": [round(x, 2) for x in load]}
 
 
+def _all_done(recipe: DemoRecipe, out: Path, rows: list[Entry]) -> bool:
+    return all(probes_done(recipe, out, e.label) for e in rows) and all(
+        (out / "pretrain" / m.label / "model" / "model.safetensors").is_file() for m in recipe.models)
+
+
+def _run_sequential(recipe: DemoRecipe, out: Path, pools: Pools, rows: list[Entry], timings: Timings) -> None:
+    """Pretraining (and distillation), then each probed backbone's features and probe runs, in this process."""
+    with timings.stage("pretrain"):
+        pretrain_models(recipe, out, pools)
+    if recipe.distill:
+        with timings.stage("distill"):
+            distill_model(recipe, out, pools)
+    tasks = {name: build_task(recipe, name) for name in recipe.tasks}
+    clips = None
+    total = len(rows) * len(recipe.tasks) * len(recipe.seeds)
+    with tqdm(total=total, desc="probe runs", unit="run") as bar:
+        for entry in rows:
+            if probes_done(recipe, out, entry.label):
+                bar.update(len(recipe.tasks) * len(recipe.seeds))
+                continue
+            if entry.kind == "blank" or not recipe.feature_memo:  # the probe runs the backbone on each batch
+                memo = entry.build()
+            else:
+                with timings.stage(f"features:{entry.label}"):
+                    if clips is None:
+                        clips = distinct_clips(recipe, pools)
+                    backbone = entry.build()
+                    layers = sorted({layer for t in tasks.values() for layer in task_layers(t, backbone.num_layers)})
+                    memo = backbone_features(entry, recipe, out, clips, layers)
+            with timings.stage(f"probes:{entry.label}"):
+                run_probes(recipe, out, pools, entry, memo, bar)
+            del memo
+
+
 def run_demo(out: str | Path = "demo_out", quick: bool = False, recipe: DemoRecipe | None = None,
              keep_cache: bool = False) -> dict[str, Any]:
     """Run (or resume) the demo into ``out``; returns the results dict (also ``<out>/results.json``).
@@ -85,38 +121,13 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, recipe: DemoReci
 
     with timings.stage("scenes"):
         pools = render_scenes(recipe, out)
-    with timings.stage("pretrain"):
-        if recipe.workers > 1:
-            pretrain_parallel(recipe, out, recipe.workers)
-        pretrain_models(recipe, out, pools)  # what is left (all of it with one worker)
-    if recipe.distill:
-        with timings.stage("distill"):
-            distill_model(recipe, out, pools)
-
     rows = entries(recipe, out)
-    if recipe.workers > 1 and not all(probes_done(recipe, out, e.label) for e in rows):
-        with timings.stage("features_and_probes"):
-            probes_parallel(recipe, out, rows, recipe.workers)
-    tasks = {name: build_task(recipe, name) for name in recipe.tasks}
-    clips = None
-    total = len(rows) * len(recipe.tasks) * len(recipe.seeds)
-    with tqdm(total=total, desc="probe runs", unit="run") as bar:
-        for entry in rows:
-            if probes_done(recipe, out, entry.label):
-                bar.update(len(recipe.tasks) * len(recipe.seeds))
-                continue
-            if entry.kind == "blank" or not recipe.feature_memo:  # the probe runs the backbone on each batch
-                memo = entry.build()
-            else:
-                with timings.stage(f"features:{entry.label}"):
-                    if clips is None:
-                        clips = distinct_clips(recipe, pools)
-                    backbone = entry.build()
-                    layers = sorted({layer for t in tasks.values() for layer in task_layers(t, backbone.num_layers)})
-                    memo = backbone_features(entry, recipe, out, clips, layers)
-            with timings.stage(f"probes:{entry.label}"):
-                run_probes(recipe, out, pools, entry, memo, bar)
-            del memo
+    if recipe.workers > 1:
+        if not _all_done(recipe, out, rows):
+            with timings.stage("pretrain_and_probes"):
+                run_parallel(recipe, out, rows, recipe.workers)
+    else:
+        _run_sequential(recipe, out, pools, rows, timings)
 
     with timings.stage("report"):
         results = write_outputs(recipe, out, rows, pools, timings, machine_start, time.perf_counter() - start)
