@@ -5,7 +5,9 @@
 #      uninterrupted run (bit-identical final weights expected);
 #   3. `fourds demo --quick` on CUDA;
 #   4. benchmarks/bench_cuda.py (pretraining steps of 4ds-s/b/l vs HF VideoMAE, frozen forward, the demo
-#      micro loop) -> bench_cuda.json.
+#      micro loop) -> bench_cuda.json;
+#   5. `fourds demo --recipe gpu` (its target: <= 5 min, >= 4 counted tasks) -> demo_gpu/results.{md,json}
+#      and its plots (skip it with GPU_CHECK_DEMO=0).
 # Each step's log, a summary (one line per step: exit status, seconds) and the benchmark's JSON land in
 # $OUT (default ./gpu_check_out). The exit status is 0 only when every step passed.
 #
@@ -93,6 +95,14 @@ step demo_quick 240 "$PY" -m fourds demo --quick --out "$WORK/demo"
 # 4. The CUDA benchmark (skipped on a CPU dry run).
 if [ "$DEVICE" = cuda ]; then
     step bench_cuda 420 "$PY" benchmarks/bench_cuda.py --out "$OUT/bench_cuda.json"
+fi
+
+# 5. The GPU demo recipe (its time is the sum of state/timings.json; results and plots come back in $OUT).
+if [ "$DEVICE" = cuda ] && [ "${GPU_CHECK_DEMO:-1}" != 0 ]; then
+    step demo_gpu 420 "$PY" -m fourds demo --recipe gpu --out "$WORK/demo_gpu"
+    mkdir -p "$OUT/demo_gpu"
+    cp -r "$WORK/demo_gpu/results.md" "$WORK/demo_gpu/results.json" "$WORK/demo_gpu/plots" "$WORK/demo_gpu/state" \
+        "$OUT/demo_gpu/" 2>/dev/null
 fi
 
 echo "--- summary"; cat "$SUMMARY"
