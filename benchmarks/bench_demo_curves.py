@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(a.threads)
     curves = learning_curves(recipe, a.out, plan)
+    print("SimpleMAE loss / mean-colour loss at each point: "
+          + ", ".join(f"step {p}: {r:.3f}" for p, r in curves["mae_ratio"].items()))
     for name, entry in curves["tasks"].items():
         t = entry["trend"]
         needed = t["clips_needed"]

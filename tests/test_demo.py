@@ -472,7 +472,8 @@ def test_learning_curves_probe_each_checkpoint_on_val_and_rerun_skips_what_is_do
     assert all(len(c["values"]) == 3 and math.isfinite(c["mean"]) for c in pose["pretrained"]["3"].values())
     assert math.isfinite(pose["trivial"]) and len(pose["blank"]["3"]["values"]) == 3
     assert {"slope_per_decade", "clips_needed", "floor", "beats_floor_at_last_point"} <= set(pose["trend"])
-    assert (tmp_path / "curves.png").is_file()
+    assert (tmp_path / "curves.png").is_file() and set(curves["mae_ratio"]) == {"0", "3", "6"}
+    assert all(r > 0 for r in curves["mae_ratio"].values())
     done = tmp_path / "curves" / "probes" / "micro@6" / "r3" / "synth_pose" / "seed0" / "results.json"
     stamp = done.stat().st_mtime_ns
     assert learning_curves(recipe, tmp_path, plan)["tasks"]["synth_pose"] == pose  # nothing re-run

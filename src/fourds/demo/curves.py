@@ -36,6 +36,7 @@ from fourds.demo.pipeline import (
     render_scenes,
     say,
     step_zero_encoder,
+    step_zero_mae,
     task_layers,
 )
 from fourds.models.io import write_json_atomic
@@ -95,7 +96,6 @@ def learning_curves(recipe: DemoRecipe, out: str | Path, plan: CurvePlan | None 
     """Measure the curves of ``plan`` for ``recipe`` into ``out`` (``curves.json`` and ``curves.png``
     there); returns the curves dict. The recipe is scored on its ``eval_split`` (``val`` for tuning)."""
     from fourds.demo.trivial import trivial_metrics
-    from fourds.models import load
     from fourds.train.pretrain import pretrain
     from fourds.data.pretrain import InMemoryVideos
 
@@ -132,8 +132,16 @@ def learning_curves(recipe: DemoRecipe, out: str | Path, plan: CurvePlan | None 
                                          name, steps) for steps in plan.readout_steps},
             "pretrained": {str(steps): {} for steps in plan.readout_steps},
         }
+    from fourds.demo.report import mae_test_loss, mean_colour_loss, test_videos
+    from fourds.models import load_simple_mae
+
+    video = test_videos(pools)
+    curves["mean_colour_loss"] = mean_colour_loss(video)
+    curves["mae_ratio"] = {}
     for p in points:
-        encoder = step_zero_encoder(cfg) if p == 0 else load(run / "checkpoints" / f"step_{p:08d}")
+        mae = step_zero_mae(cfg) if p == 0 else load_simple_mae(run / "checkpoints" / f"step_{p:08d}")
+        curves["mae_ratio"][str(p)] = mae_test_loss(mae, video) / curves["mean_colour_loss"]
+        encoder = mae.encoder.eval()
         memo = FeatureMemo(encoder)
         layers = sorted({layer for t in built.values() for layer in task_layers(t, encoder.num_layers)})
         memo.precompute(clips, layers, recipe.feature_batch)
@@ -186,10 +194,12 @@ def trend(entry: dict[str, Any], points: list[int], batch: int) -> dict[str, Any
     return {**out, "slope_per_decade": slope, "clips_needed": needed}
 
 
-def _ticks(ax: Any, values: list[int]) -> None:
-    """Ticks exactly at the measured x values, written out (1,600 rather than 10^3.2)."""
+def _ticks(ax: Any, values: list[int], notes: list[str] | None = None) -> None:
+    """Ticks exactly at the measured x values, written out (1,600 rather than 10^3.2), with a second line
+    per tick where ``notes`` gives one."""
     ax.set_xticks(values)
-    ax.set_xticklabels([f"{v:,}" for v in values], rotation=30, fontsize=7)
+    ax.set_xticklabels([f"{v:,}" + (f"\n{n}" if notes else "") for v, n in zip(values, notes or values)],
+                       fontsize=7)
     ax.minorticks_off()
 
 
@@ -218,8 +228,10 @@ def plot_curves(curves: dict[str, Any], path: Path) -> Path:
             top.axhline(blank["mean"], ls=":", lw=1.2, color=top.lines[-1].get_color())
         top.axhline(entry["trivial"], ls="--", lw=1, color="black")
         top.set_xscale("symlog", linthresh=max(batch * min((p for p in curves["points"] if p > 0), default=1), 1))
-        _ticks(top, [p * batch for p in curves["points"]])
-        top.set_xlabel("pretraining clips (0 = step-0 weights)", fontsize=8)
+        ratios = curves.get("mae_ratio", {})
+        _ticks(top, [p * batch for p in curves["points"]],
+               [f"r {ratios[str(p)]:.2f}" for p in curves["points"]] if ratios else None)
+        top.set_xlabel("pretraining clips (0 = step-0 weights); r: MAE loss / mean-colour loss", fontsize=7)
         top.set_title(f"{name}\n{entry['metric'].split('/', 1)[-1]} {'↑' if entry['direction'] == 'higher' else '↓'}",
                       fontsize=9)
         for p in curves["points"]:

@@ -221,6 +221,11 @@ def step_zero_encoder(cfg: Any) -> nn.Module:
     built from the run's config and initialised with its seed, as :func:`fourds.train.pretrain.build_model`
     does (per-parameter seeds hash the parameter's name, so a bare VideoViT with the same seed would be
     another draw)."""
+    return step_zero_mae(cfg).encoder.eval()
+
+
+def step_zero_mae(cfg: Any) -> nn.Module:
+    """The whole SimpleMAE of the pretraining run of ``cfg`` at step 0 (see :func:`step_zero_encoder`)."""
     from fourds.models.registry import simple_mae
 
     if cfg is None:
@@ -228,7 +233,7 @@ def step_zero_encoder(cfg: Any) -> nn.Module:
     cfg = cfg.resolved()
     mae = simple_mae(cfg.model, **cfg.model_kwargs())
     mae.init_weights(seed=cfg.seed)
-    return mae.encoder.eval()
+    return mae
 
 
 def entries(recipe: DemoRecipe, out: Path) -> list[Entry]:

@@ -99,31 +99,51 @@ def counted_comparison(verdicts: list[dict[str, Any]], kinds: dict[str, str], re
     return None
 
 
-def pretraining_check(out: Path, recipe: DemoRecipe, pools: Pools) -> dict[str, dict[str, float]]:
-    """Per pretrained model: its SimpleMAE loss on the test clips (fixed masks) next to the loss of
-    predicting each clip's mean colour everywhere, the plateau an MAE sits on before it learns structure."""
+def mae_test_loss(mae: Any, video: Any, batch: int = 16) -> float:
+    """A SimpleMAE's loss on clips ``video`` ``(N, T, H, W, 3)`` float in [0, 1] with fixed masks (sample
+    seeds 0..N-1), the mean over clips."""
+    import torch
+
+    losses = []
+    mae = mae.eval()
+    with torch.no_grad():
+        for start in range(0, len(video), batch):
+            chunk = video[start:start + batch]
+            res = mae(chunk, sample_seeds=list(range(start, start + len(chunk))))
+            losses.append(float(res.loss) * len(chunk))
+    return sum(losses) / len(video)
+
+
+def mean_colour_loss(video: Any) -> float:
+    """The loss of predicting each clip's mean colour everywhere: the plateau an MAE sits on before it
+    learns any structure."""
+    return float(((video - video.mean(dim=(1, 2, 3), keepdim=True)) ** 2).mean())
+
+
+def test_videos(pools: Pools) -> Any:
+    """Every test clip ``(N, T, H, W, 3)`` float in [0, 1]."""
     import torch
 
     from fourds.data import to_float
+
+    return to_float(torch.stack([pools.test[i]["video"] for i in range(len(pools.test))]))
+
+
+def pretraining_check(out: Path, recipe: DemoRecipe, pools: Pools) -> dict[str, dict[str, float]]:
+    """Per pretrained model: its SimpleMAE loss on the test clips (fixed masks) next to the loss of
+    predicting each clip's mean colour everywhere, the plateau an MAE sits on before it learns structure."""
     from fourds.models import load_simple_mae
 
     if not len(pools.test):
         return {}
-    video = to_float(torch.stack([pools.test[i]["video"] for i in range(len(pools.test))]))
-    mean_colour = float(((video - video.mean(dim=(1, 2, 3), keepdim=True)) ** 2).mean())
+    video = test_videos(pools)
+    mean_colour = mean_colour_loss(video)
     checks = {}
     for model in recipe.models:
         folder = out / "pretrain" / model.label / "model"
         if not (folder / "model.safetensors").is_file():
             continue
-        mae = load_simple_mae(folder).eval()
-        losses = []
-        with torch.no_grad():
-            for start in range(0, len(video), 16):
-                chunk = video[start:start + 16]
-                res = mae(chunk, sample_seeds=list(range(start, start + len(chunk))))
-                losses.append(float(res.loss) * len(chunk))
-        checks[model.label] = {"test_loss": sum(losses) / len(video), "mean_colour_loss": mean_colour}
+        checks[model.label] = {"test_loss": mae_test_loss(load_simple_mae(folder), video), "mean_colour_loss": mean_colour}
     return checks
 
 
