@@ -57,7 +57,12 @@ def test_every_flag_shows_its_default_once(path):
             continue
         text = _help_of(parser, action)
         assert text, f"fourds {' '.join(path)} {action.option_strings[0]} has no help"
-        count = text.lower().count("default")
+        lowered = text.lower()
+        # A choice literally named "default", quoted as 'default', is a name, not a statement of the default.
+        for choice in action.choices or ():
+            if "default" in str(choice).lower():
+                lowered = lowered.replace(f"'{str(choice).lower()}'", "'<choice>'")
+        count = lowered.count("default")
         switch = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
         if switch or action.default is None and action.nargs == 0:
             continue

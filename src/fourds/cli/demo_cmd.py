@@ -19,9 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="demo_out", help="output folder (default: ./demo_out)")
     p.add_argument("--recipe", choices=("quick", "default", "long", "gpu"), default=None,
-                   help="quick: the pipeline shrunk for CI; default: the main job (<= 15 min on 2 CPU cores); long: "
-                   "<= 60 min there; gpu: <= 5 min on one H100/H200-class GPU (bf16). Default: gpu where CUDA is "
-                   "available, else default")
+                   help="'quick': the pipeline shrunk for CI; 'default': the main job on 2 CPU cores; 'long': the "
+                   "longer CPU job; 'gpu': one H100/H200-class GPU (bf16). Default: 'gpu' where CUDA is "
+                   "available, else 'default'")
     p.add_argument("--quick", action="store_true", help="the same as --recipe quick")
     p.add_argument("--distill", action="store_true",
                    help="also distil the larger pretrained model into the smaller architecture and probe it")
