@@ -200,29 +200,36 @@ def _task_overrides() -> dict[str, dict[str, Any]]:
 
 
 def default_recipe() -> DemoRecipe:
-    """The full demo (13 min 48 s measured on 2 CPU cores; every setting is in docs/demo.md)."""
-    tiny = {"input_size": (16, 64, 64), "patch_size": (2, 16, 16)}
+    """The README's main job on 2 CPU cores (its measured time and table: docs/demo.md).
+
+    Settings from the measured search on the ``val`` split (docs/demo.md, "What mattered"): 75% masking
+    (at 95% a 4x4x8 token grid keeps 6 visible tubelets and SimpleMAE stays on the mean-colour plateau),
+    1,024 training scenes (with 256 every readout overfits and pose ends worse than its trivial answer),
+    300 readout steps for pose and depth (the two tasks whose readouts are still improving there) and two
+    worker processes (pretraining of the two sizes side by side, then one probed backbone per worker).
+    """
+    tiny = {"input_size": (16, 64, 64), "patch_size": (2, 16, 16), "mask_ratio": 0.75}
     return DemoRecipe(
         name="default",
         models=[
-            ModelRecipe("nano", "4ds-nano", dict(tiny), steps=250, batch_size=16, lr=1e-3, warmup_steps=25),
-            ModelRecipe("micro", "4ds-micro", dict(tiny), steps=150, batch_size=16, lr=5e-4, warmup_steps=15),
+            ModelRecipe("nano", "4ds-nano", dict(tiny), steps=800, batch_size=16, lr=3e-3, warmup_steps=80),
+            ModelRecipe("micro", "4ds-micro", dict(tiny), steps=300, batch_size=16, lr=2e-3, warmup_steps=30),
         ],
+        train_scenes=1024,
         test_scenes=128,
         num_tracks=16,
         probe_steps=100,
         probe_warmup=10,
         perframe=("micro",),
         task_overrides=_task_overrides(),
-        # The dense depth readout (128 learned queries) is the one that is still learning at 120 steps:
-        # its AbsRel is 0.65 there (worse than the median depth, 0.42) and 0.35 at 200.
-        task_probe_steps={"synth_depth": 200},
+        task_probe_steps={"synth_pose": 300, "synth_depth": 300},
         visualize_models=("micro",),
+        workers=2,
     )
 
 
 def quick_recipe() -> DemoRecipe:
-    """The same pipeline shrunk to 13 s on 2 CPU cores (CI): few scenes, few steps."""
+    """The same pipeline shrunk for CI (seconds on 2 CPU cores; docs/demo.md): few scenes, few steps."""
     tiny = {"input_size": (8, 32, 32), "patch_size": (2, 8, 8), "depth": 4, "decoder_patch_size": (2, 16, 16)}
     return DemoRecipe(
         name="quick",
@@ -253,10 +260,23 @@ def quick_recipe() -> DemoRecipe:
 
 
 def long_recipe() -> DemoRecipe:
-    """The hour-scale CPU demo (<= 60 min on 2 CPU cores): more scenes, pretraining and readout steps."""
+    """The hour-scale CPU demo (<= 60 min on 2 CPU cores; its measured time and table: docs/demo.md):
+    the default recipe with twice the training scenes, 256 test scenes, 2x (nano) and 4x (micro) the
+    pretraining steps, and 600-step pose and depth readouts (300 for the three others).
+
+    Chosen from the ``val`` measurements of docs/demo.md: more training scenes are what moved pose
+    (256 -> 1024 scenes), depth separates from its blank floor only at ~600 readout steps, and micro's
+    features improve steadily with pretraining (600 steps still short of the floor at 300 readout steps).
+    """
     recipe = default_recipe()
     recipe.name = "long"
+    recipe.train_scenes = 2048
     recipe.test_scenes = 256
+    nano, micro = recipe.models
+    nano.steps, nano.warmup_steps = 1600, 160
+    micro.steps, micro.warmup_steps = 1200, 120
+    recipe.probe_steps, recipe.probe_warmup = 300, 30
+    recipe.task_probe_steps = {"synth_pose": 600, "synth_depth": 600}
     return recipe
 
 

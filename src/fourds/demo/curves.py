@@ -199,7 +199,7 @@ def _ticks(ax: Any, values: list[int], notes: list[str] | None = None) -> None:
     per tick where ``notes`` gives one."""
     ax.set_xticks(values)
     ax.set_xticklabels([f"{v:,}" + (f"\n{n}" if notes else "") for v, n in zip(values, notes or values)],
-                       fontsize=7)
+                       fontsize=7, rotation=35)
     ax.minorticks_off()
 
 
@@ -231,7 +231,7 @@ def plot_curves(curves: dict[str, Any], path: Path) -> Path:
         ratios = curves.get("mae_ratio", {})
         _ticks(top, [p * batch for p in curves["points"]],
                [f"r {ratios[str(p)]:.2f}" for p in curves["points"]] if ratios else None)
-        top.set_xlabel("pretraining clips (0 = step-0 weights); r: MAE loss / mean-colour loss", fontsize=7)
+        top.set_xlabel("pretraining clips (0: step-0 weights)\nr: SimpleMAE loss / mean-colour loss", fontsize=7)
         top.set_title(f"{name}\n{entry['metric'].split('/', 1)[-1]} {'↑' if entry['direction'] == 'higher' else '↓'}",
                       fontsize=9)
         for p in curves["points"]:
@@ -245,9 +245,10 @@ def plot_curves(curves: dict[str, Any], path: Path) -> Path:
         _ticks(bottom, [int(s) * probe_batch for s in entry["blank"]])
         bottom.set_xlabel("readout training examples", fontsize=8)
         for ax in (top, bottom):
+            ax.margins(x=0.12)  # the last tick label stays inside the panel
             ax.grid(alpha=0.3, which="both")
             ax.tick_params(labelsize=7)
     axes[0][0].legend(fontsize=7)
     axes[1][0].legend(fontsize=7)
-    return save_figure(fig, path, f"Learning curves of {curves['model']} ({curves['eval_split']} split): mean ± std "
+    return save_figure(fig, path, f"Learning curves of {curves['model']} ({curves['eval_split']} split)\nmean ± std "
                        f"over seeds {curves['seeds']}; trivial answer dashed, blank readout dotted")

@@ -39,7 +39,7 @@ def save_figure(fig: Any, path: Path, title: str | None = None, dpi: int = 110, 
 
     height = fig.get_size_inches()[1]
     line = fontsize / 72 * 1.6  # one line of text, inches
-    top = 1 - line / height if title else 1.0
+    top = 1 - line * (title.count("\n") + 1) / height if title else 1.0
     bottom = (line + 0.05) / height if legend else 0.0
     if title:
         fig.suptitle(title, fontsize=fontsize, y=1 - 0.05 / height, va="top")

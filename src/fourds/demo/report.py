@@ -255,7 +255,7 @@ def results_markdown(recipe: DemoRecipe, results: dict[str, Any], md_table: str,
         "reported beside the counted one.", "",
         *[f"- {line}" for line in lines], "",
         "## Pretraining", "",
-        "SimpleMAE loss on the test clips (95% masked, fixed masks) against the loss of predicting each clip's mean "
+        "SimpleMAE loss on the test clips (masked at each model's own ratio, fixed masks) against the loss of predicting each clip's mean "
         "colour everywhere: an MAE sits on that plateau before it learns any structure.", "",
         "| model | test loss | mean-colour loss | ratio |", "|---|---:|---:|---:|",
         *[f"| {label} | {c['test_loss']:.4f} | {c['mean_colour_loss']:.4f} | {c['test_loss'] / c['mean_colour_loss']:.2f} |"
