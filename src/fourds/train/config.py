@@ -294,7 +294,7 @@ def check_saved_config(saved: Any, cfg: Any, where: str) -> None:
         raise ValueError(f"{where} holds {_a('JSON ' + _json_kind(saved))}, not the object of settings fourds writes; the "
                          f"file is damaged: restore it, or start a new run with another --out")
     bad = []
-    for f in dataclasses.fields(cfg):
+    for f in sorted(dataclasses.fields(cfg), key=lambda f: f.name):  # named in a stable order
         if f.name not in saved or saved[f.name] is None:
             continue
         default = _default(f)
