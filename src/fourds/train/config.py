@@ -7,7 +7,7 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from fourds.models.registry import build_configs, get_preset
 
@@ -26,8 +26,72 @@ RESUMABLE_KEYS = frozenset({
 })
 
 
+class ConfigBase:
+    """What every run configuration dataclass shares: the plain-dict round trip through ``config.json``
+    (:meth:`to_dict` / :meth:`from_dict` with its unknown-key check), the fields a caller set
+    (:meth:`non_default_keys`) and the resume rule (:meth:`resume_from`: the saved settings win, except
+    the :attr:`RESUMABLE` keys). Subclasses are dataclasses and set ``CONFIG_NOUN`` (for messages) and
+    ``RESUMABLE``.
+    """
+
+    CONFIG_NOUN: ClassVar[str] = "run"
+    RESUMABLE: ClassVar[frozenset[str]] = RESUMABLE_KEYS
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as plain JSON-able values (what ``config.json`` holds, besides run facts)."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """Build from :meth:`to_dict`'s output.
+
+        Raises:
+            ValueError: ``data`` has keys that are not fields (the first five named, with the valid ones).
+        """
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = set(data) - known
+        if unknown:
+            shown = [k[:40] for k in sorted(unknown)[:5]] + (["..."] if len(unknown) > 5 else [])
+            raise ValueError(f"unknown {cls.CONFIG_NOUN} config keys {shown}; valid: {sorted(known)}")
+        return cls(**data)
+
+    def non_default_keys(self) -> set[str]:
+        """Fields whose value differs from the dataclass default (what a library caller set)."""
+        return non_default_keys(self)
+
+    def resume_from(self, saved: dict[str, Any], explicit: Iterable[str], where: str) -> Any:
+        """The configuration of a resumed run (see :func:`resume_config`, with this class's ``RESUMABLE``)."""
+        return resume_config(saved, self, explicit, where, resumable=self.RESUMABLE)
+
+
 @dataclass
-class RunSettings:
+class RunFields(ConfigBase):
+    """The fields every training run has — pretraining, distillation and the probe: where it writes,
+    the schedule's length and batch, warm-up and cosine floor, AdamW betas, gradient clipping, seed,
+    checkpoint/log cadence, resume, precision, device and loader workers. Subclasses document them in
+    their own docstring and may redeclare a field to change its default (order stays this one).
+    """
+
+    out: str = "runs/pretrain"
+    steps: int | None = None
+    batch_size: int | None = None
+    warmup_steps: int | None = None
+    min_lr: float = 0.0
+    beta1: float | None = None
+    beta2: float | None = None
+    grad_clip: float = 0.0
+    seed: int = 0
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    resume: bool = False
+    precision: str = "auto"
+    device: str = "auto"
+    num_workers: int | None = None
+
+
+@dataclass
+class RunSettings(RunFields):
     """The settings of the pretraining loop that every run of it shares — pretraining
     (:class:`PretrainConfig`) and distillation (:class:`fourds.train.distill_config.DistillConfig`): data,
     schedule, optimiser, clip sampling, checkpoints, devices. Each subclass documents every field and sets
@@ -35,16 +99,8 @@ class RunSettings:
     """
 
     data: str = "synthetic"
-    out: str = "runs/pretrain"
-    steps: int | None = None
-    batch_size: int | None = None
     lr: float | None = None
-    warmup_steps: int | None = None
-    min_lr: float = 0.0
     weight_decay: float | None = None
-    beta1: float | None = None
-    beta2: float | None = None
-    grad_clip: float = 0.0
     exempt_biases_from_wd: bool = False
     num_frames: int | None = None
     frame_stride: int | None = None
@@ -52,19 +108,11 @@ class RunSettings:
     min_resize: float | None = None
     max_resize: float | None = None
     flip: bool = True
-    seed: int = 0
-    save_every: int = 1000
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    resume: bool = False
     strategy: str = "auto"
-    precision: str = "auto"
-    device: str = "auto"
     grad_accum: int = 1
     activation_checkpointing: bool = False
     compile: bool = False
     compile_mode: str | None = None
-    num_workers: int | None = None
     max_decode_failures: float = 0.01
     debug_rank_logs: bool = False
 
@@ -127,6 +175,8 @@ class PretrainConfig(RunSettings):
     model_overrides: dict[str, Any] = field(default_factory=dict)
     out: str = "runs/pretrain"
     exempt_latents_from_wd: bool = False
+
+    CONFIG_NOUN: ClassVar[str] = "pretraining"
 
     def resolved(self) -> PretrainConfig:
         """A copy with every ``None`` filled from the preset, validated."""
@@ -191,22 +241,6 @@ class PretrainConfig(RunSettings):
             kwargs.setdefault("input_size", (self.num_frames, self.image_size, self.image_size))
         return kwargs
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            shown = [k[:40] for k in sorted(unknown)[:5]] + (["..."] if len(unknown) > 5 else [])
-            raise ValueError(f"unknown pretraining config keys {shown}; valid: {sorted(known)}")
-        return cls(**data)
-
-    def non_default_keys(self) -> set[str]:
-        """Fields whose value differs from the dataclass default (what a library caller set)."""
-        return non_default_keys(self)
-
 
 def _default(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
@@ -260,7 +294,7 @@ def check_saved_config(saved: Any, cfg: Any, where: str) -> None:
         raise ValueError(f"{where} holds {_a('JSON ' + _json_kind(saved))}, not the object of settings fourds writes; the "
                          f"file is damaged: restore it, or start a new run with another --out")
     bad = []
-    for f in dataclasses.fields(cfg):
+    for f in sorted(dataclasses.fields(cfg), key=lambda f: f.name):  # named in a stable order
         if f.name not in saved or saved[f.name] is None:
             continue
         default = _default(f)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from fourds.models.registry import get_preset
 from fourds.train.config import RunSettings, validate_run_fields
@@ -90,6 +90,8 @@ class DistillConfig(RunSettings):
     teacher_precision: str = "auto"
     out: str = "runs/distill"
 
+    CONFIG_NOUN: ClassVar[str] = "distillation"
+
     def resolved(self) -> DistillConfig:
         """A copy with every ``None`` filled (paper schedule for paper sizes, else the preset's), validated."""
         preset = get_preset(self.student)
@@ -134,15 +136,3 @@ class DistillConfig(RunSettings):
     def clip_size(self) -> tuple[int, int, int]:
         assert self.num_frames is not None and self.image_size is not None, "call resolved() first"
         return (self.num_frames, self.image_size, self.image_size)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            shown = [k[:40] for k in sorted(unknown)[:5]] + (["..."] if len(unknown) > 5 else [])
-            raise ValueError(f"unknown distillation config keys {shown}; valid: {sorted(known)}")
-        return cls(**data)

@@ -34,7 +34,7 @@ from fourds.models.simple_mae import SimpleMAE
 from fourds.seeding import derive_seed
 from fourds.textfiles import read_json
 from fourds.train.checkpoint import Checkpointer, lock_run
-from fourds.train.config import RESUMABLE_KEYS, PretrainConfig, resume_config
+from fourds.train.config import RESUMABLE_KEYS, PretrainConfig
 from fourds.train.device_step import NonFiniteGuard, StepTimer, fused_attention_only, out_of_memory_message
 from fourds.train.distributed import (
     DistInfo,
@@ -288,7 +288,7 @@ def pretrain(cfg: PretrainConfig, source: VideoSource | None = None, explicit: I
         saved = saved_run_config(Path(cfg.out))
         if saved is not None:
             given = cfg.non_default_keys() if explicit is None else set(explicit)
-            cfg = resume_config(saved, cfg, given, str(Path(cfg.out) / "config.json"))
+            cfg = cfg.resume_from(saved, given, str(Path(cfg.out) / "config.json"))
     cfg = cfg.resolved()
     try:
         return _pretrain(cfg, source)

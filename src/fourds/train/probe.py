@@ -39,8 +39,6 @@ from fourds.textfiles import read_json
 from fourds.train.distributed import DistInfo, barrier, init_distributed, wrap_ddp
 from fourds.train.feature_cache import FeatureCache, check_deterministic, feature_key
 from fourds.train.optim import build_adamw, param_groups
-from fourds.train.config import non_default_keys, resume_config
-from fourds.train.probe_config import RESUMABLE_KEYS as PROBE_RESUMABLE_KEYS
 from fourds.train.probe_config import ProbeConfig
 from fourds.train.probe_data import TrainDraws, collate_fn, holdout_split, make_loader, task_clips
 from fourds.train.probe_heads import (
@@ -323,9 +321,9 @@ def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: Any = N
     """
     saved = Path(cfg.out) / "config.json"
     if cfg.resume and saved.is_file():
-        given = non_default_keys(cfg) if explicit is None else set(explicit)
+        given = cfg.non_default_keys() if explicit is None else set(explicit)
         saved_cfg = read_json(saved, "the probe run's config.json, written by fourds probe")
-        cfg = resume_config(saved_cfg, cfg, given, str(saved), resumable=PROBE_RESUMABLE_KEYS)
+        cfg = cfg.resume_from(saved_cfg, given, str(saved))
     cfg = cfg.resolved()
     info = init_distributed(cfg.device)
     short = [n for n in cfg.schedules if cfg.warmup_steps > n]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from fourds.train.config import RunFields
 
 SELECT_ON = ("train-holdout", "eval")
 
@@ -32,7 +34,7 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
 
 
 @dataclass
-class ProbeConfig:
+class ProbeConfig(RunFields):
     """Everything a probe run needs. ``None`` fields take the mode's paper defaults (:meth:`resolved`).
 
     Attributes:
@@ -84,20 +86,12 @@ class ProbeConfig:
     task: str = "synth_depth"
     task_overrides: dict[str, Any] = field(default_factory=dict)
     data_kwargs: dict[str, Any] = field(default_factory=dict)
-    out: str = "runs/probe"
     finetune: bool = False
     lrs: list[float] | None = None
     layers: list[int | float] | None = None
     weight_decays: list[float] | None = None
-    steps: int | list[int] | None = None
-    batch_size: int = 32
     eval_batch_size: int | None = None
-    warmup_steps: int | None = None
-    min_lr: float = 1e-7
     backbone_lr_scale: float = 0.003
-    beta1: float = 0.9
-    beta2: float = 0.999
-    grad_clip: float = 0.0
     select_on: str = "train-holdout"
     holdout_fraction: float = 0.05
     train_split: str = "train"
@@ -105,15 +99,19 @@ class ProbeConfig:
     max_eval_samples: int | None = None
     feature_cache: str | None = None
     visualize: int = 0
-    seed: int = 0
-    save_every: int = 1000
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    resume: bool = False
-    precision: str = "auto"
-    device: str = "auto"
-    num_workers: int = 0
     tensorboard: bool = True
+
+    # The shared run fields (:class:`fourds.train.config.RunFields`) whose probe default differs.
+    out: str = "runs/probe"
+    steps: int | list[int] | None = None  # type: ignore[assignment]
+    batch_size: int = 32  # type: ignore[assignment]
+    min_lr: float = 1e-7
+    beta1: float = 0.9  # type: ignore[assignment]
+    beta2: float = 0.999  # type: ignore[assignment]
+    num_workers: int = 0  # type: ignore[assignment]
+
+    CONFIG_NOUN: ClassVar[str] = "probe"
+    RESUMABLE: ClassVar[frozenset[str]] = RESUMABLE_KEYS
 
     def resolved(self) -> ProbeConfig:
         """A copy with every ``None`` sweep/schedule field filled from the mode's defaults, validated."""
@@ -172,15 +170,3 @@ class ProbeConfig:
         need(self.num_workers >= 0, f"--num-workers must be >= 0, got {self.num_workers}")
         need(not (self.finetune and self.feature_cache),
              "--feature-cache caches frozen features; it cannot be combined with --finetune")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ProbeConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            shown = [k[:40] for k in sorted(unknown)[:5]] + (["..."] if len(unknown) > 5 else [])
-            raise ValueError(f"unknown probe config keys {shown}; valid: {sorted(known)}")
-        return cls(**data)
