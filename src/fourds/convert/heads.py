@@ -19,7 +19,7 @@ from typing import Any
 from einops import rearrange
 from torch import Tensor, nn
 
-from fourds.models.io import CONFIG_NAME, load_module, register_kind, save_model
+from fourds.models.io import CONFIG_NAME, WEIGHTS_NAME, load_module, load_state_into, save_model
 from fourds.readouts.attention import AttentionReadout
 
 HEADS_DIR = "heads"
@@ -136,19 +136,16 @@ class VideoPatchReadout(AttentionReadout):
         )
 
 
-def _build_video_patch_readout(folder: Path, config: dict[str, Any]) -> VideoPatchReadout:
-    from fourds.models.io import WEIGHTS_NAME, load_state_into
-
+def load_video_patch_readout(folder: Path, config: dict[str, Any]) -> VideoPatchReadout:
+    """Rebuild a ``video_patch_readout`` head folder from its ``config`` (the loader of that kind for
+    :func:`fourds.models.load_module`)."""
     cfg = dict(config["readout"])
     head = VideoPatchReadout(
         **{k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()},
         name=config.get("name", folder.name),
         meta=config.get("meta"),
     )
-    return load_state_into(head, folder / WEIGHTS_NAME)
-
-
-register_kind(KIND, _build_video_patch_readout)
+    return load_state_into(head, Path(folder) / WEIGHTS_NAME)
 
 
 def save_heads(heads: dict[str, nn.Module], folder: str | Path) -> list[Path]:
@@ -163,7 +160,7 @@ def save_heads(heads: dict[str, nn.Module], folder: str | Path) -> list[Path]:
 
 def load_heads(folder: str | Path) -> dict[str, nn.Module]:
     """Every head in ``folder/heads/*/`` by sub-folder name (empty dict when there are none), in eval
-    mode on the CPU. Any registered ``kind`` loads (see :func:`fourds.models.register_kind`)."""
+    mode on the CPU. Any kind :func:`fourds.models.load_module` knows loads."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"model folder {folder} does not exist")

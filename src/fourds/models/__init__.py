@@ -1,7 +1,7 @@
 """Models: the 4DS video ViT, the size registry, SimpleMAE, the Backbone contract, model folders."""
 
 from fourds.models.backbone import Backbone, layer_index, parse_layer_spec, resolve_layers
-from fourds.models.io import load, load_module, load_simple_mae, register_kind, save_model
+from fourds.models.io import known_kinds, load, load_module, load_simple_mae, register_kind, save_model
 from fourds.models.masking import num_kept, random_masking
 from fourds.models.registry import (
     PRESETS,
@@ -29,6 +29,7 @@ __all__ = [
     "count_parameters",
     "create",
     "get_preset",
+    "known_kinds",
     "layer_index",
     "list_models",
     "load",

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from fourds.data.pretrain import VideoSource
 from fourds.models.backbone import resolve_layers
-from fourds.models.io import WEIGHTS_NAME, load_state_into, read_config, register_kind
+from fourds.models.io import WEIGHTS_NAME, load_state_into, read_config
 from fourds.models.registry import create
 from fourds.models.vit import VideoViT, ViTConfig, init_named_parameters
 from fourds.seeding import derive_seed
@@ -130,14 +130,13 @@ class DistillStudent(nn.Module):
         }
 
 
-def _build_distill_student(folder: Path, config: dict[str, Any]) -> DistillStudent:
+def load_student_folder(folder: Path, config: dict[str, Any]) -> DistillStudent:
+    """Rebuild a ``distill_student`` folder from its ``config``: the student encoder and its adapters,
+    weights loaded strictly (the loader of that kind for :func:`fourds.models.load_module`)."""
     with torch.device("meta"):
         encoder = VideoViT(ViTConfig(**config["vit"]), name=config.get("name"))
         module = DistillStudent(encoder, config["target_dims"], config["teacher_layers"])
-    return load_state_into(module, folder / WEIGHTS_NAME)
-
-
-register_kind("distill_student", _build_distill_student)
+    return load_state_into(module, Path(folder) / WEIGHTS_NAME)
 
 
 def load_distill_student(path: str | Path) -> DistillStudent:
@@ -146,7 +145,7 @@ def load_distill_student(path: str | Path) -> DistillStudent:
     config = read_config(path)
     if config.get("kind") != "distill_student":
         raise ValueError(f"{path} holds kind={config.get('kind')!r}, not a distillation checkpoint (distill_student)")
-    return _build_distill_student(Path(path), config).eval()
+    return load_student_folder(Path(path), config).eval()
 
 
 # ------------------------------------------------------------------------------------------ targets

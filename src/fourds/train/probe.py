@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from fourds.data import to_float
 from fourds.data.pretrain import StepBatchSampler
-from fourds.models.io import register_kind, save_model, save_weights_atomic, write_json_atomic, load_state_into
+from fourds.models.io import load_state_into, save_model, save_weights_atomic, write_json_atomic
 from fourds.textfiles import read_json
 from fourds.train.distributed import DistInfo, barrier, init_distributed, wrap_ddp
 from fourds.train.feature_cache import FeatureCache, check_deterministic, feature_key
@@ -192,22 +192,12 @@ def _use_cache(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module,
 def save_head(head: nn.Module, folder: Path, task: Any, spec: HeadSpec, dim: int, grid: tuple) -> None:
     """A readout folder: ``config.json`` (kind ``probe_readout``: task name and settings, width, grid,
     layer, lr, wd) + ``model.safetensors``; :func:`fourds.models.load_module` rebuilds it through the task
-    registry with the same settings (e.g. a readout scaled down with ``--task-overrides channels=...``)."""
+    registry with the same settings (e.g. a readout scaled down with ``--task-overrides channels=...``;
+    :func:`fourds.tasks.registry.load_readout_folder`)."""
     options = task.options() if callable(getattr(task, "options", None)) else {}
     save_weights_atomic(head.state_dict(), folder / "model.safetensors")
     write_json_atomic(folder / "config.json", {"kind": "probe_readout", "task": task.name, "task_options": options,
                                                "dim": dim, "grid": list(grid), **spec.to_dict()})
-
-
-def _load_head(folder: Path, config: dict[str, Any]) -> nn.Module:
-    from fourds.tasks import get_task
-
-    task = get_task(config["task"], **config.get("task_options", {}))
-    head = task.build_readout(config["dim"], tuple(config["grid"]))
-    return load_state_into(head, folder / "model.safetensors")
-
-
-register_kind("probe_readout", _load_head)
 
 
 # ------------------------------------------------------------------------------------------ finetuned
