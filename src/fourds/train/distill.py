@@ -33,8 +33,9 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from fourds.data.pretrain import VideoSource
-from fourds.models.backbone import resolve_layers
+from fourds.models.backbone import resolve_layers, token_grid
 from fourds.models.io import WEIGHTS_NAME, load_state_into, read_config
+from fourds.models.open import open_backbone
 from fourds.models.registry import create
 from fourds.models.vit import VideoViT, ViTConfig, init_named_parameters
 from fourds.seeding import derive_seed
@@ -51,7 +52,6 @@ from fourds.train.pretrain import (
     start_run,
     train_loop,
 )
-from fourds.train.probe_heads import resolve_backbone, token_grid
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,8 @@ def build_teacher(cfg: DistillConfig, info: DistInfo, teacher: nn.Module | None 
     """The frozen teacher on the device (bf16 weights on CUDA unless fp32), its layer indices, and
     whether it runs in bf16."""
     if teacher is None:
-        teacher = resolve_backbone(cfg.teacher, cfg.teacher_overrides, derive_seed(cfg.seed, "teacher"), cfg.clip_size())
+        teacher = open_backbone(cfg.teacher, seed=derive_seed(cfg.seed, "teacher"), overrides=cfg.teacher_overrides,
+                                clip_size=cfg.clip_size())
         from fourds.models import list_models
 
         if cfg.teacher in list_models():

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from fourds.data import to_float
 from fourds.data.pretrain import StepBatchSampler
+from fourds.models.open import open_backbone
 from fourds.models.io import load_state_into, save_model, save_weights_atomic, write_json_atomic
 from fourds.textfiles import read_json
 from fourds.train.distributed import DistInfo, barrier, init_distributed, wrap_ddp
@@ -50,7 +51,6 @@ from fourds.train.probe_heads import (
     fingerprint,
     freeze_after,
     head_specs,
-    resolve_backbone,
     token_grid,
 )
 from fourds.train.probe_loop import HeadTrainer, eval_loader, evaluate, evaluate_with_samples, head_groups, select
@@ -325,7 +325,8 @@ def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: Any = N
 
         task = get_task(cfg.task, **cfg.task_overrides)
     if backbone is None:
-        backbone = resolve_backbone(cfg.backbone, cfg.backbone_overrides, cfg.seed, clip_size(task))
+        backbone = open_backbone(cfg.backbone, seed=cfg.seed, overrides=cfg.backbone_overrides,
+                                 clip_size=clip_size(task))
     if not cfg.finetune:  # finetuning moves one copy per run to the device (no second resident copy)
         backbone = backbone.to(info.device)
     if cfg.layers is None:
