@@ -12,7 +12,8 @@ grid, viewed as a ``(T', h, w)`` volume per channel: box-averaged (``adaptive_av
 grows, trilinear (``align_corners=False``) otherwise (:func:`align_tokens`). Student tokens are never
 resampled.
 
-Machinery is pretraining's (:mod:`fourds.train.pretrain`): AdamW with the model's own weight-decay
+Machinery is pretraining's (set-up in :mod:`fourds.train.pretrain`, the loop in
+:mod:`fourds.train.trainer`): AdamW with the model's own weight-decay
 exemptions, warm-up + cosine, gradient accumulation, torchrun (DDP or FSDP2 on the student; each rank
 holds its own frozen teacher), atomic checkpoints with exact resume (the teacher is deterministic and
 the clips are pure functions of ``(seed, sample id)``), JSONL/TensorBoard logs and a progress bar. The
@@ -43,15 +44,8 @@ from fourds.train.distill_config import DistillConfig
 from fourds.train.distributed import DistInfo, all_reduce_mean, release_one_rank_group
 from fourds.train.flops import count_forward_flops
 from fourds.train.optim import build_adamw, param_groups
-from fourds.train.pretrain import (
-    clip_loader,
-    export_model,
-    open_data,
-    parallelize_and_init,
-    resume_run,
-    start_run,
-    train_loop,
-)
+from fourds.train.pretrain import clip_loader, export_model, open_data, parallelize_and_init, resume_run, start_run
+from fourds.train.trainer import train_loop
 
 log = logging.getLogger(__name__)
 

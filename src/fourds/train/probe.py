@@ -55,6 +55,7 @@ from fourds.train.probe_heads import (
 )
 from fourds.train.probe_loop import HeadTrainer, eval_loader, evaluate, evaluate_with_samples, head_groups, select
 from fourds.train.probe_metrics import primary_spec
+from fourds.train.trainer import use_bf16
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,7 @@ def clip_size(task: Any) -> tuple[int, int, int]:
 
 
 def _autocast(info: DistInfo, cfg: ProbeConfig) -> contextlib.AbstractContextManager:
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and info.device.type == "cuda")
-    if bf16 and info.device.type == "cpu":
-        log.warning("bf16 on CPU is 10-100x slower than fp32 here; use --precision fp32 on CPU")
+    bf16 = use_bf16(cfg.precision, info.device)
     return torch.autocast(info.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
