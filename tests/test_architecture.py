@@ -126,3 +126,16 @@ def test_no_private_name_is_imported_across_modules() -> None:
                 found += [(str(path.relative_to(SRC)), a.name) for a in node.names
                           if a.name.startswith("_") and not a.name.startswith("__")]
     assert set(found) <= allowed, sorted(set(found) - allowed)
+
+
+def test_one_dense_patch_readout_serves_the_depth_task_and_the_official_head() -> None:
+    from fourds.convert.heads import VideoPatchReadout
+    from fourds.readouts import PatchReadout
+    from fourds.tasks import get_task
+
+    depth = get_task("scannet", channels=16, num_heads=2, num_frames=4, input_size=(32, 32)).build_readout(8, (2, 2, 2))
+    official = VideoPatchReadout(8, 16, 2, output_size=(4, 32, 32), layer=1)
+    assert isinstance(depth, PatchReadout) and isinstance(official, PatchReadout)
+    depth.load_state_dict(official.state_dict())  # an imported head's weights load into the task's readout
+    features = torch.randn(1, 2, 4, 8)
+    torch.testing.assert_close(depth(features, {}), official(features)[..., 0])

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from fourds.data.collate import collate_samples
 from fourds.seeding import derive_seed, generator
 
 Sample = dict[str, Any]
@@ -135,24 +136,9 @@ class ShardSampler(Sampler[list[int]]):
         return (len(self.items) + self.batch_size - 1) // self.batch_size
 
 
-def default_collate_samples(samples: list[Sample]) -> Sample:
-    """Stack equal-shape tensors; other values become lists. ``fourds.data.collate.collate_samples``
-    (which also pads variable track/box counts) is used when it exists."""
-    out: Sample = {}
-    for key in samples[0]:
-        values = [s[key] for s in samples]
-        if all(isinstance(v, Tensor) for v in values) and len({tuple(v.shape) for v in values}) == 1:
-            out[key] = torch.stack(values)
-        else:
-            out[key] = values
-    return out
-
-
 def collate_fn() -> Callable[[list[Sample]], Sample]:
-    try:
-        from fourds.data.collate import collate_samples
-    except ImportError:  # the tasks branch adds it; plain stacking until then
-        return default_collate_samples
+    """The probe's collate function: :func:`fourds.data.collate.collate_samples` (stacks equal shapes and
+    pads variable track/box counts with validity masks)."""
     return collate_samples
 
 
