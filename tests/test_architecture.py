@@ -139,3 +139,20 @@ def test_one_dense_patch_readout_serves_the_depth_task_and_the_official_head() -
     depth.load_state_dict(official.state_dict())  # an imported head's weights load into the task's readout
     features = torch.randn(1, 2, 4, 8)
     torch.testing.assert_close(depth(features, {}), official(features)[..., 0])
+
+
+def test_every_task_and_the_toy_task_meet_the_typed_task_contract() -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from probe_toy import ToyTask
+
+    from fourds.tasks import TaskContract, get_task, list_tasks
+
+    assert isinstance(ToyTask(), TaskContract)
+    for name in list_tasks():
+        assert isinstance(get_task(name), TaskContract), name
+
+
+def test_the_probe_files_do_not_probe_the_task_with_getattr() -> None:
+    probing = [(p.name, m.group(0)) for p in (SRC / "train").glob("*.py")
+               for m in re.finditer(r"(?:getattr|hasattr)\(task, \"(?!num_classes\")\w+\"", p.read_text())]
+    assert not probing, f"{probing}: declare the member in fourds.tasks.base.TaskContract and read it there"

@@ -29,18 +29,12 @@ class VideoPatchReadout(PatchReadout):
     backbone ``layer`` it reads and its provenance, stored in a ``heads/<name>/`` folder.
 
     Args:
-        dim: backbone feature width D.
-        channels: readout width C (divisible by ``num_heads``).
-        num_heads: attention heads.
-        output_size: ``(T, H, W)`` of the output video; ``T`` is also the number of time steps the
-            features are resampled to (the official cubic resize).
-        patch_size: ``(pt, ph, pw)`` decoding patch; one query per patch, so
-            ``Q = (T/pt)(H/ph)(W/pw)`` queries with ``pt·ph·pw·out_channels`` outputs each.
-        out_channels: channels per output pixel (1 for depth).
+        dim, channels, num_heads, output_size, patch_size, out_channels, mlp_ratio, ln_eps: as in
+            :class:`fourds.readouts.PatchReadout` (``output_size`` ``(T, H, W)``, one query per
+            ``patch_size`` patch with ``pt·ph·pw·out_channels`` outputs).
         layer: index into ``Backbone.features`` (0 = embedding, k = block k) this head reads.
         token_grid: ``(T', h, w)`` token grid of the backbone features it was trained on (recorded, not
             enforced: keys and values work for any grid; the time axis is resampled to ``T``).
-        mlp_ratio, ln_eps: as in :class:`fourds.readouts.AttentionReadout`.
         name: the head's name (its sub-folder, e.g. ``"depth"``).
         meta: provenance kept in ``config.json`` (e.g. the official feature index).
 

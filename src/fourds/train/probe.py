@@ -36,6 +36,7 @@ from fourds.data import to_float
 from fourds.data.pretrain import StepBatchSampler
 from fourds.models.open import open_backbone
 from fourds.models.io import load_state_into, save_model, save_weights_atomic, write_json_atomic
+from fourds.tasks.base import TaskContract, has_dataset, task_options
 from fourds.textfiles import read_json
 from fourds.train.distributed import DistInfo, barrier, init_distributed, wrap_ddp
 from fourds.train.feature_cache import FeatureCache, check_deterministic, feature_key
@@ -64,9 +65,9 @@ log = logging.getLogger(__name__)
 class ProbeData:
     """The datasets and index lists of a run: training indices, validation and evaluation clips."""
 
-    def __init__(self, task: Any, cfg: ProbeConfig, datasets: dict[str, Any] | None = None) -> None:
+    def __init__(self, task: TaskContract, cfg: ProbeConfig, datasets: dict[str, Any] | None = None) -> None:
         datasets = datasets or {}
-        if not hasattr(task, "dataset") and not {"train", "eval"} <= set(datasets):
+        if not has_dataset(task) and not {"train", "eval"} <= set(datasets):
             raise ValueError(
                 f"task {task.name!r} has no built-in data (only synthetic tasks do); pass "
                 "run_probe(..., datasets={'train': ..., 'eval': ...}) with map-style datasets of samples"
@@ -85,7 +86,7 @@ class ProbeData:
         self.val_idx = None if val is None else val[:cap]
 
 
-def clip_size(task: Any) -> tuple[int, int, int]:
+def clip_size(task: TaskContract) -> tuple[int, int, int]:
     return (int(task.num_frames), *(int(s) for s in task.input_size))  # type: ignore[return-value]
 
 
@@ -112,7 +113,7 @@ class _Features:
         return {layer: f.float() for layer, f in zip(self.layers, feats)}
 
 
-def _frozen(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, data: ProbeData, out: Path,
+def _frozen(cfg: ProbeConfig, info: DistInfo, task: TaskContract, backbone: nn.Module, data: ProbeData, out: Path,
             counter: dict[str, int]) -> tuple[list[dict[str, Any]], Callable[[int], Callable]]:
     """Train and evaluate the K-readout sweep; returns per-config results and ``k → predict(batch)``."""
     grid = token_grid(backbone, clip_size(task))
@@ -166,7 +167,7 @@ def _frozen(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, da
     return results, predictor
 
 
-def _use_cache(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, data: ProbeData, features: _Features,
+def _use_cache(cfg: ProbeConfig, info: DistInfo, task: TaskContract, backbone: nn.Module, data: ProbeData, features: _Features,
                batch_size: int, collate: Callable, eval_clips: Callable, val_clips: Callable) -> tuple:
     """Fill the feature cache where needed; returns the cached sources (train load/transform, clips)."""
     check_deterministic(task, data.train_set[data.train_idx[0]])
@@ -188,19 +189,19 @@ def _use_cache(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module,
     return cache.load_first("train"), None, cache.load_clips("eval"), cache.load_clips("train-eval")
 
 
-def save_head(head: nn.Module, folder: Path, task: Any, spec: HeadSpec, dim: int, grid: tuple) -> None:
+def save_head(head: nn.Module, folder: Path, task: TaskContract, spec: HeadSpec, dim: int, grid: tuple) -> None:
     """A readout folder: ``config.json`` (kind ``probe_readout``: task name and settings, width, grid,
     layer, lr, wd) + ``model.safetensors``; :func:`fourds.models.load_module` rebuilds it through the task
     registry with the same settings (e.g. a readout scaled down with ``--task-overrides channels=...``;
     :func:`fourds.tasks.registry.load_readout_folder`)."""
-    options = task.options() if callable(getattr(task, "options", None)) else {}
+    options = task_options(task)
     save_weights_atomic(head.state_dict(), folder / "model.safetensors")
     write_json_atomic(folder / "config.json", {"kind": "probe_readout", "task": task.name, "task_options": options,
                                                "dim": dim, "grid": list(grid), **spec.to_dict()})
 
 
 # ------------------------------------------------------------------------------------------ finetuned
-def _finetune(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, data: ProbeData, out: Path,
+def _finetune(cfg: ProbeConfig, info: DistInfo, task: TaskContract, backbone: nn.Module, data: ProbeData, out: Path,
               counter: dict[str, int]) -> tuple[list[dict[str, Any]], Callable[[int], Callable]]:
     """One run per (lr, weight decay[, schedule length]) under ``out/runs/<name>``; returns results and a
     predictor. Each run has its own warm-up and cosine over its own length."""
@@ -290,7 +291,7 @@ def _finetune(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, 
 
 
 # ------------------------------------------------------------------------------------------ entry point
-def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: Any = None,
+def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: TaskContract = None,
               datasets: dict[str, Any] | None = None, explicit: Any = None) -> dict[str, Any]:
     """Run (or resume) a probe: the frozen sweep, or the finetuning runs; returns the results dict
     (also written to ``<out>/results.json`` by rank 0).

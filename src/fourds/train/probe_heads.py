@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from fourds.models.backbone import resolve_layers, token_grid  # noqa: F401  (token_grid: re-exported)
 from fourds.models.open import open_backbone
 from fourds.seeding import derive_seed
+from fourds.tasks.base import TaskContract, finetune_fraction
 
 log = logging.getLogger(__name__)
 
@@ -104,17 +105,14 @@ def head_specs(layers: Sequence[int | float], lrs: Sequence[float], weight_decay
     return list(dict.fromkeys(specs))
 
 
-def default_layers(task: Any, finetune: bool) -> list[float]:
+def default_layers(task: TaskContract, finetune: bool) -> list[float]:
     """The task's readout depth: ``task.layer_fraction`` frozen; finetuning 0.95 except K700 (0.75)."""
     if finetune:
-        frac = getattr(task, "finetune_layer_fraction", None)
-        if frac is None:
-            frac = 0.75 if any(k in task.name.lower() for k in ("k700", "kinetics")) else 0.95
-        return [float(frac)]
+        return [finetune_fraction(task)]
     return [float(task.layer_fraction)]
 
 
-def build_head(task: Any, dim: int, grid: tuple[int, int, int], seed: int, layer: int) -> nn.Module:
+def build_head(task: TaskContract, dim: int, grid: tuple[int, int, int], seed: int, layer: int) -> nn.Module:
     """``task.build_readout(dim, grid)`` initialised from a generator seeded by ``(seed, layer)``."""
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(derive_seed(seed, "probe-readout", layer))  # CPU RNG only
@@ -128,7 +126,7 @@ class ReadoutBank(nn.Module):
     outputs in spec order.
     """
 
-    def __init__(self, task: Any, specs: Sequence[HeadSpec], dim: int, grid: tuple[int, int, int], seed: int) -> None:
+    def __init__(self, task: TaskContract, specs: Sequence[HeadSpec], dim: int, grid: tuple[int, int, int], seed: int) -> None:
         super().__init__()
         self.specs = list(specs)
         self.task_name, self.dim, self.grid = task.name, dim, tuple(grid)
@@ -152,7 +150,7 @@ class FinetuneModel(nn.Module):
     ``forward(video, batch)``: video ``(B, T, H, W, 3)`` float32 in [0, 1]; returns ``[outputs]``.
     """
 
-    def __init__(self, backbone: nn.Module, task: Any, spec: HeadSpec, grid: tuple[int, int, int], seed: int) -> None:
+    def __init__(self, backbone: nn.Module, task: TaskContract, spec: HeadSpec, grid: tuple[int, int, int], seed: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.spec = spec

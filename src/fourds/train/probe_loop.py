@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fourds.tasks.base import TaskContract
 from fourds.train.checkpoint import Checkpointer
 from fourds.train.distributed import DistInfo, all_reduce_mean
 from fourds.train.logger import RunLogger
@@ -85,7 +86,7 @@ class HeadTrainer(Steps):
         desc: progress-bar label.
     """
 
-    def __init__(self, cfg: ProbeConfig, info: DistInfo, task: Any, out: Path, core: nn.Module,
+    def __init__(self, cfg: ProbeConfig, info: DistInfo, task: TaskContract, out: Path, core: nn.Module,
                  wrapped: nn.Module, optimizer: torch.optim.Optimizer, counter: dict[str, int], desc: str) -> None:
         self.cfg, self.info, self.task, self.out = cfg, info, task, out
         self.core, self.wrapped, self.optimizer, self.counter, self.desc = core, wrapped, optimizer, counter, desc
@@ -203,14 +204,14 @@ class HeadTrainer(Steps):
 
 
 @torch.no_grad()
-def evaluate(task: Any, outputs_of: Callable[[dict], list[Any]], loader: Any, num_heads: int,
+def evaluate(task: TaskContract, outputs_of: Callable[[dict], list[Any]], loader: Any, num_heads: int,
              info: DistInfo) -> list[dict[str, float]]:
     """Every head's data-set metrics on one split (each rank evaluates its shard; gathered)."""
     return [acc.reduce() for acc in _accumulate(task, outputs_of, loader, num_heads, info)]
 
 
 @torch.no_grad()
-def evaluate_with_samples(task: Any, outputs_of: Callable[[dict], list[Any]], loader: Any, num_heads: int,
+def evaluate_with_samples(task: TaskContract, outputs_of: Callable[[dict], list[Any]], loader: Any, num_heads: int,
                           info: DistInfo, indices: list[int]) -> tuple[list[dict[str, float]], list[dict[str, Any]]]:
     """:func:`evaluate`, and every head's primary metric per evaluated sample in ``indices`` order
     (``{"metric", "indices", "values"[, "weights"]}``: what a paired bootstrap over the split resamples)."""
@@ -228,7 +229,7 @@ def evaluate_with_samples(task: Any, outputs_of: Callable[[dict], list[Any]], lo
     return [acc.reduce() for acc in accs], samples
 
 
-def _accumulate(task: Any, outputs_of: Callable[[dict], list[Any]], loader: Any, num_heads: int,
+def _accumulate(task: TaskContract, outputs_of: Callable[[dict], list[Any]], loader: Any, num_heads: int,
                 info: DistInfo) -> list[MetricAccumulator]:
     accs = [MetricAccumulator(task) for _ in range(num_heads)]
     for batch, counts in loader:
@@ -247,7 +248,7 @@ def eval_loader(load_clips: Callable[[int], list[dict]], indices: list[int], bat
                        collate_clips(collate_fn()), num_workers, info.device.type == "cuda")
 
 
-def select(task: Any, configs: list[dict[str, Any]]) -> int | None:
+def select(task: TaskContract, configs: list[dict[str, Any]]) -> int | None:
     """Index of the best non-diverged configuration on ``val`` by the task's primary metric."""
     spec, key = primary_spec(task)
     best = None
