@@ -201,6 +201,32 @@ def save_head(head: nn.Module, folder: Path, task: TaskContract, spec: HeadSpec,
 
 
 # ------------------------------------------------------------------------------------------ finetuned
+def _finetune_model(cfg: ProbeConfig, info: DistInfo, task: TaskContract, pristine: nn.Module, spec: HeadSpec,
+                    grid: tuple[int, int, int]) -> tuple[FinetuneModel, torch.optim.Optimizer, int]:
+    """A deep copy of the backbone with its blocks after the readout layer frozen, plus the seeded readout,
+    on the device; AdamW with the readout's groups and the backbone's at ``backbone_lr_scale``; and the
+    number of frozen parameters."""
+    model_backbone = copy.deepcopy(pristine)
+    frozen = freeze_after(model_backbone, spec.layer)
+    core = FinetuneModel(model_backbone, task, spec, grid, cfg.seed).to(info.device)
+    bb_groups = param_groups(model_backbone, spec.weight_decay, getattr(model_backbone, "no_weight_decay", set)(),
+                             lr_scale=cfg.backbone_lr_scale)
+    groups = head_groups(list(core.heads), [spec]) + [{**g, "peak_lr": spec.lr, "head": -1} for g in bb_groups]
+    return core, build_adamw(groups, spec.lr, (cfg.beta1, cfg.beta2), info.device), frozen
+
+
+def _evaluate_one(cfg: ProbeConfig, info: DistInfo, task: TaskContract, data: ProbeData,
+                  outputs_of: Callable[[dict], list[Any]], eval_batch: int) -> tuple[dict, dict, dict]:
+    """One finetuned model's ``(test metrics, test samples, validation metrics)``."""
+    (test,), (test_samples,) = evaluate_with_samples(
+        task, outputs_of, eval_loader(task_clips(task, data.eval_set), data.eval_idx, eval_batch, info,
+                                      cfg.num_workers), 1, info, data.eval_idx)
+    val = test if data.val_idx is None else evaluate(
+        task, outputs_of, eval_loader(task_clips(task, data.train_set), data.val_idx, eval_batch, info,
+                                      cfg.num_workers), 1, info)[0]
+    return test, test_samples, val
+
+
 def _finetune(cfg: ProbeConfig, info: DistInfo, task: TaskContract, backbone: nn.Module, data: ProbeData, out: Path,
               counter: dict[str, int]) -> tuple[list[dict[str, Any]], Callable[[int], Callable]]:
     """One run per (lr, weight decay[, schedule length]) under ``out/runs/<name>``; returns results and a
@@ -223,13 +249,8 @@ def _finetune(cfg: ProbeConfig, info: DistInfo, task: TaskContract, backbone: nn
             log.info("finetune %s already finished; kept its results", spec.name)
             continue
         run_cfg = dataclasses.replace(cfg, steps=spec.steps) if spec.steps is not None else cfg
-        model_backbone = copy.deepcopy(pristine)
-        frozen = freeze_after(model_backbone, spec.layer)
-        core = FinetuneModel(model_backbone, task, spec, grid, cfg.seed).to(info.device)
-        bb_groups = param_groups(model_backbone, spec.weight_decay, getattr(model_backbone, "no_weight_decay", set)(),
-                                 lr_scale=cfg.backbone_lr_scale)
-        groups = head_groups(list(core.heads), [spec]) + [{**g, "peak_lr": spec.lr, "head": -1} for g in bb_groups]
-        optimizer = build_adamw(groups, spec.lr, (cfg.beta1, cfg.beta2), info.device)
+        core, optimizer, frozen = _finetune_model(cfg, info, task, pristine, spec, grid)
+        model_backbone = core.backbone
         wrapped = wrap_ddp(core, info) if info.distributed else core
         run_counter = {"train": 0, "eval": 0, "cache": 0}
         trainer = HeadTrainer(run_cfg, info, task, run, core, wrapped, optimizer, run_counter,
@@ -258,12 +279,7 @@ def _finetune(cfg: ProbeConfig, info: DistInfo, task: TaskContract, backbone: nn
             with autocast:
                 return core(to_float(batch["video"]), batch)
 
-        (test,), (test_samples,) = evaluate_with_samples(
-            task, outputs_of, eval_loader(task_clips(task, data.eval_set), data.eval_idx, eval_batch, info,
-                                          cfg.num_workers), 1, info, data.eval_idx)
-        val = test if data.val_idx is None else evaluate(
-            task, outputs_of, eval_loader(task_clips(task, data.train_set), data.val_idx, eval_batch, info,
-                                          cfg.num_workers), 1, info)[0]
+        test, test_samples, val = _evaluate_one(cfg, info, task, data, outputs_of, eval_batch)
         result = {**spec.to_dict(), "steps": run_cfg.steps, "val": val, "test": test, "test_samples": test_samples,
                   "diverged": trainer.diverged[0],
                   "backbone_forward_calls": dict(run_counter)}
@@ -290,8 +306,37 @@ def _finetune(cfg: ProbeConfig, info: DistInfo, task: TaskContract, backbone: nn
     return results, predictor
 
 
+def _results(cfg: ProbeConfig, info: DistInfo, task: TaskContract, backbone: nn.Module, data: ProbeData,
+             configs: list[dict[str, Any]], chosen: int | None, counter: dict[str, int]) -> dict[str, Any]:
+    """The ``results.json`` of a probe run: every configuration, the chosen one, the protocol."""
+    primary, key = primary_spec(task)
+    return {
+        "task": task.name,
+        "backbone": cfg.backbone,
+        "backbone_params": count_params(backbone),
+        "backbone_layers": int(backbone.num_layers),
+        "mode": "finetune" if cfg.finetune else "frozen",
+        "primary_metric": key,
+        "direction": primary.direction,
+        "primary_units": primary.units,
+        "select_on": cfg.select_on,
+        "selection": ("chosen on a held-out {:.0%} of the training split ({} samples), reported on the {!r} split"
+                      .format(cfg.holdout_fraction, len(data.val_idx or []), cfg.eval_split)
+                      if cfg.select_on == "train-holdout" else
+                      f"chosen and reported on the {cfg.eval_split!r} split (the paper's practice; optimistic)"),
+        "configs": configs,
+        "chosen": None if chosen is None else configs[chosen]["name"],
+        "chosen_index": chosen,
+        "test": None if chosen is None else configs[chosen]["test"],
+        "test_samples": None if chosen is None else configs[chosen].get("test_samples"),
+        "backbone_forward_calls": dict(counter),
+        "train_steps": cfg.steps,
+        "config": {**cfg.to_dict(), "world_size": info.world_size},
+    }
+
+
 # ------------------------------------------------------------------------------------------ entry point
-def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: TaskContract = None,
+def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: TaskContract | None = None,
               datasets: dict[str, Any] | None = None, explicit: Any = None) -> dict[str, Any]:
     """Run (or resume) a probe: the frozen sweep, or the finetuning runs; returns the results dict
     (also written to ``<out>/results.json`` by rank 0).
@@ -331,7 +376,7 @@ def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: TaskCon
         backbone = backbone.to(info.device)
     if cfg.layers is None:
         cfg.layers = default_layers(task, cfg.finetune)
-    primary, key = primary_spec(task)
+    _, key = primary_spec(task)  # fails here, before any training, if the task declares no such metric
     out = Path(cfg.out)
     data = ProbeData(task, cfg, datasets)
     if info.is_main:
@@ -340,29 +385,7 @@ def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: TaskCon
     run = _finetune if cfg.finetune else _frozen
     configs, predictor = run(cfg, info, task, backbone, data, out, counter)
     chosen = select(task, configs)
-    results = {
-        "task": task.name,
-        "backbone": cfg.backbone,
-        "backbone_params": count_params(backbone),
-        "backbone_layers": int(backbone.num_layers),
-        "mode": "finetune" if cfg.finetune else "frozen",
-        "primary_metric": key,
-        "direction": primary.direction,
-        "primary_units": primary.units,
-        "select_on": cfg.select_on,
-        "selection": ("chosen on a held-out {:.0%} of the training split ({} samples), reported on the {!r} split"
-                      .format(cfg.holdout_fraction, len(data.val_idx or []), cfg.eval_split)
-                      if cfg.select_on == "train-holdout" else
-                      f"chosen and reported on the {cfg.eval_split!r} split (the paper's practice; optimistic)"),
-        "configs": configs,
-        "chosen": None if chosen is None else configs[chosen]["name"],
-        "chosen_index": chosen,
-        "test": None if chosen is None else configs[chosen]["test"],
-        "test_samples": None if chosen is None else configs[chosen].get("test_samples"),
-        "backbone_forward_calls": dict(counter),
-        "train_steps": cfg.steps,
-        "config": {**cfg.to_dict(), "world_size": info.world_size},
-    }
+    results = _results(cfg, info, task, backbone, data, configs, chosen, counter)
     if info.is_main:
         write_json_atomic(out / "results.json", results)
         if cfg.visualize and chosen is not None:
