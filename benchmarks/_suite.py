@@ -37,6 +37,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
+if __package__ in (None, ""):  # run as a script, ``python benchmarks/_suite.py`` (what ``fourds bench`` does)
+    sys.path.insert(0, str(ROOT))
 
 #: Known benchmarks in run order, with what they measure; a missing file is reported as "not present".
 REGISTRY: dict[str, str] = {
@@ -391,12 +393,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--result", help=argparse.SUPPRESS)
     p.add_argument("--bench-dir", default=str(BENCH_DIR), help=argparse.SUPPRESS)
     p.add_argument("--context", help=argparse.SUPPRESS)
+    p.add_argument("--prog", default=None, help=argparse.SUPPRESS)  # the command name in the report
     return p
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    if args.prog:  # ``fourds bench`` runs this file as a script and names itself
+        prog = args.prog
+        argv = [a for i, a in enumerate(argv) if a != "--prog" and (i == 0 or argv[i - 1] != "--prog")]
     if args.child:
         return child_main(args.child, args.result, args.context, args.quick, Path(args.bench_dir).resolve())
     present = discover()

@@ -45,7 +45,6 @@ def _weights_digest(module: torch.nn.Module) -> dict[str, str]:
 
 
 def test_pre_refactor_model_and_readout_folders_load_with_their_recorded_weights(monkeypatch):
-    import fourds.train.probe  # noqa: F401  (registers the probe_readout kind; issue 19 step 4 removes the need)
     from fourds.tasks import registry
 
     class RegisteredToy(type(golden._toy_task())):

@@ -1,8 +1,14 @@
-"""``fourds bench``: the benchmark suite of a source checkout (``python -m benchmarks``), one report."""
+"""``fourds bench``: the benchmark suite of a source checkout (``benchmarks/_suite.py``), one report.
+
+The suite runs as a script in its own process: the installed package never imports the checkout's
+``benchmarks`` folder (which is not part of the package), and ``benchmarks/*.py`` stay the entry points.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -43,13 +49,11 @@ def find_checkout() -> Path:
         "(or use `python -m benchmarks` there)")
 
 
-def run(args: argparse.Namespace) -> int:
-    root = find_checkout()
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from benchmarks._suite import main
-
-    argv = ["--quick"] if args.quick else []
+def suite_command(root: Path, args: argparse.Namespace) -> list[str]:
+    """The command line that runs ``root/benchmarks/_suite.py`` with the options of ``args``."""
+    argv = [sys.executable, str(root / "benchmarks" / "_suite.py"), "--prog", "fourds bench"]
+    if args.quick:
+        argv.append("--quick")
     if args.only:
         argv += ["--only", *args.only]
     if args.out:
@@ -60,4 +64,12 @@ def run(args: argparse.Namespace) -> int:
         argv += ["--timeout", str(args.timeout)]
     if args.bf16_peak_tflops is not None:
         argv += ["--bf16-peak-tflops", str(args.bf16_peak_tflops)]
-    return main(argv, prog="fourds bench")
+    return argv
+
+
+def run(args: argparse.Namespace) -> int:
+    root = find_checkout()
+    # The suite's own process finds the checkout's benchmarks (and its src/, as its children do).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(root), str(root / "src"), os.environ.get("PYTHONPATH", "")) if p)}
+    return subprocess.run(suite_command(root, args), env=env, check=False).returncode

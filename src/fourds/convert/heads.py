@@ -1,9 +1,9 @@
 """Dense video readout heads (the official 4DS depth head) and their ``heads/<name>/`` folders.
 
-The official depth readout is :class:`fourds.readouts.AttentionReadout` with one learned query per
-output tubelet: each query's outputs are un-patchified into a ``(pt, ph, pw, c)`` block of the output
-video. :class:`VideoPatchReadout` adds that un-patchify step, the ``layer`` of the backbone's feature
-list it reads, and the output size, so ``head(backbone.features(video, [head.layer])[0])`` is the
+The official depth readout is the dense patch readout :class:`fourds.readouts.PatchReadout` (one
+learned query per output tubelet, un-patchified into a ``(pt, ph, pw, c)`` block of the output video,
+the readout of the depth task too). :class:`VideoPatchReadout` adds the ``layer`` of the backbone's
+feature list it reads and its provenance, so ``head(backbone.features(video, [head.layer])[0])`` is the
 official model's output.
 
 A model folder keeps its heads in ``heads/<name>/`` sub-folders of the same layout (``config.json`` +
@@ -12,36 +12,29 @@ A model folder keeps its heads in ``heads/<name>/`` sub-folders of the same layo
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-from einops import rearrange
-from torch import Tensor, nn
+from torch import nn
 
-from fourds.models.io import CONFIG_NAME, load_module, register_kind, save_model
-from fourds.readouts.attention import AttentionReadout
+from fourds.models.io import CONFIG_NAME, WEIGHTS_NAME, load_module, load_state_into, save_model
+from fourds.readouts.patch import PatchReadout
 
 HEADS_DIR = "heads"
 KIND = "video_patch_readout"
 
 
-class VideoPatchReadout(AttentionReadout):
-    """Attention readout whose learned queries tile an output video into decoding patches.
+class VideoPatchReadout(PatchReadout):
+    """The official depth head: the dense patch readout (:class:`fourds.readouts.PatchReadout`) plus the
+    backbone ``layer`` it reads and its provenance, stored in a ``heads/<name>/`` folder.
 
     Args:
-        dim: backbone feature width D.
-        channels: readout width C (divisible by ``num_heads``).
-        num_heads: attention heads.
-        output_size: ``(T, H, W)`` of the output video; ``T`` is also the number of time steps the
-            features are resampled to (the official cubic resize).
-        patch_size: ``(pt, ph, pw)`` decoding patch; one query per patch, so
-            ``Q = (T/pt)(H/ph)(W/pw)`` queries with ``pt·ph·pw·out_channels`` outputs each.
-        out_channels: channels per output pixel (1 for depth).
+        dim, channels, num_heads, output_size, patch_size, out_channels, mlp_ratio, ln_eps: as in
+            :class:`fourds.readouts.PatchReadout` (``output_size`` ``(T, H, W)``, one query per
+            ``patch_size`` patch with ``pt·ph·pw·out_channels`` outputs).
         layer: index into ``Backbone.features`` (0 = embedding, k = block k) this head reads.
         token_grid: ``(T', h, w)`` token grid of the backbone features it was trained on (recorded, not
             enforced: keys and values work for any grid; the time axis is resampled to ``T``).
-        mlp_ratio, ln_eps: as in :class:`AttentionReadout`.
         name: the head's name (its sub-folder, e.g. ``"depth"``).
         meta: provenance kept in ``config.json`` (e.g. the official feature index).
 
@@ -68,46 +61,14 @@ class VideoPatchReadout(AttentionReadout):
         name: str = "depth",
         meta: dict[str, Any] | None = None,
     ) -> None:
-        output_size = tuple(int(v) for v in output_size)  # type: ignore[assignment]
-        patch_size = tuple(int(v) for v in patch_size)  # type: ignore[assignment]
-        for axis, size, p in zip("THW", output_size, patch_size):
-            if p < 1 or size % p:
-                raise ValueError(
-                    f"VideoPatchReadout: output {axis}={size} is not a multiple of the decoding patch {p}"
-                )
         if isinstance(layer, bool) or int(layer) < 0:
             raise ValueError(f"VideoPatchReadout: layer must be a feature index >= 0, got {layer!r}")
-        patch_grid = tuple(s // p for s, p in zip(output_size, patch_size))
-        super().__init__(
-            dim,
-            channels,
-            num_heads,
-            math.prod(patch_size) * out_channels,
-            num_queries=math.prod(patch_grid),
-            steps=output_size[0],
-            mlp_ratio=mlp_ratio,
-            ln_eps=ln_eps,
-        )
-        self.output_size: tuple[int, int, int] = output_size  # type: ignore[assignment]
-        self.patch_size: tuple[int, int, int] = patch_size  # type: ignore[assignment]
-        self.patch_grid: tuple[int, int, int] = patch_grid  # type: ignore[assignment]
-        self.out_channels = out_channels
+        super().__init__(dim, channels, num_heads, output_size=output_size, patch_size=patch_size,
+                         out_channels=out_channels, mlp_ratio=mlp_ratio, ln_eps=ln_eps, who="VideoPatchReadout")
         self.layer = int(layer)
         self.token_grid = None if token_grid is None else tuple(int(v) for v in token_grid)
-        self.mlp_ratio, self.ln_eps = mlp_ratio, ln_eps
         self.name = name
         self.meta = dict(meta or {})
-
-    def forward(self, features: Tensor, queries: Tensor | None = None) -> Tensor:  # type: ignore[override]
-        """``(B, T', N, D)`` features of ``layer`` → ``(B, T, H, W, out_channels)``."""
-        out = super().forward(features, queries)  # (B, Q, pt*ph*pw*c)
-        n0, n1, n2 = self.patch_grid
-        p0, p1, p2 = self.patch_size
-        return rearrange(
-            out,
-            "b (n0 n1 n2) (p0 p1 p2 c) -> b (n0 p0) (n1 p1) (n2 p2) c",
-            n0=n0, n1=n1, n2=n2, p0=p0, p1=p1, p2=p2,
-        )
 
     def to_config(self) -> dict[str, Any]:
         """``config.json`` content: everything needed to rebuild this head."""
@@ -136,19 +97,16 @@ class VideoPatchReadout(AttentionReadout):
         )
 
 
-def _build_video_patch_readout(folder: Path, config: dict[str, Any]) -> VideoPatchReadout:
-    from fourds.models.io import WEIGHTS_NAME, load_state_into
-
+def load_video_patch_readout(folder: Path, config: dict[str, Any]) -> VideoPatchReadout:
+    """Rebuild a ``video_patch_readout`` head folder from its ``config`` (the loader of that kind for
+    :func:`fourds.models.load_module`)."""
     cfg = dict(config["readout"])
     head = VideoPatchReadout(
         **{k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()},
         name=config.get("name", folder.name),
         meta=config.get("meta"),
     )
-    return load_state_into(head, folder / WEIGHTS_NAME)
-
-
-register_kind(KIND, _build_video_patch_readout)
+    return load_state_into(head, Path(folder) / WEIGHTS_NAME)
 
 
 def save_heads(heads: dict[str, nn.Module], folder: str | Path) -> list[Path]:
@@ -163,7 +121,7 @@ def save_heads(heads: dict[str, nn.Module], folder: str | Path) -> list[Path]:
 
 def load_heads(folder: str | Path) -> dict[str, nn.Module]:
     """Every head in ``folder/heads/*/`` by sub-folder name (empty dict when there are none), in eval
-    mode on the CPU. Any registered ``kind`` loads (see :func:`fourds.models.register_kind`)."""
+    mode on the CPU. Any kind :func:`fourds.models.load_module` knows loads."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"model folder {folder} does not exist")

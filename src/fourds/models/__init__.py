@@ -1,8 +1,10 @@
-"""Models: the 4DS video ViT, the size registry, SimpleMAE, the Backbone contract, model folders."""
+"""Models: the 4DS video ViT, the size registry, SimpleMAE, the Backbone contract, model folders, and
+:func:`open_backbone` for every way a backbone is named."""
 
-from fourds.models.backbone import Backbone, layer_index, parse_layer_spec, resolve_layers
-from fourds.models.io import load, load_module, load_simple_mae, register_kind, save_model
+from fourds.models.backbone import Backbone, layer_index, parse_layer_spec, resolve_layers, token_grid
+from fourds.models.io import known_kinds, load, load_module, load_simple_mae, register_kind, save_model
 from fourds.models.masking import num_kept, random_masking
+from fourds.models.open import open_backbone
 from fourds.models.registry import (
     PRESETS,
     Preset,
@@ -29,12 +31,14 @@ __all__ = [
     "count_parameters",
     "create",
     "get_preset",
+    "known_kinds",
     "layer_index",
     "list_models",
     "load",
     "load_module",
     "load_simple_mae",
     "num_kept",
+    "open_backbone",
     "parse_layer_spec",
     "patchify",
     "random_masking",
@@ -43,5 +47,6 @@ __all__ = [
     "resolve_layers",
     "save_model",
     "simple_mae",
+    "token_grid",
     "unpatchify",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
 
@@ -43,6 +43,16 @@ class Backbone(Protocol):
     def features(self, video: Tensor, layers: Sequence[int | float] | None = None) -> list[Tensor]:
         """Per-layer ``(B, T', N, C)`` tokens; see the module docstring."""
         ...
+
+
+def token_grid(backbone: Any, clip_size: Sequence[int]) -> tuple[int, int, int]:
+    """The ``(T', h, w)`` feature grid of ``backbone`` for clips of ``clip_size`` ``(T, H, W)``: its
+    ``token_grid(video_shape)`` when it has one, else ``backbone.grid`` (a backbone that resizes its
+    input itself has one grid)."""
+    fn = getattr(backbone, "token_grid", None)
+    if callable(fn):
+        return tuple(fn((1, *clip_size, 3)))  # type: ignore[return-value]
+    return tuple(backbone.grid)  # type: ignore[return-value]
 
 
 def layer_index(depth: float, num_layers: int) -> int:

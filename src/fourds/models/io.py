@@ -2,12 +2,19 @@
 
 ``config.json`` holds ``kind`` (what to rebuild), the registry ``name`` and the full architecture, so a
 folder never depends on the registry's current defaults. Readout heads live in ``heads/<name>/``
-sub-folders of the same layout. Other packages add kinds with :func:`register_kind`.
+sub-folders of the same layout.
+
+Every kind fourds writes is known here without importing anything first: the kinds built in this
+package are registered below, and the kinds defined in upper packages (a probe readout, a distillation
+checkpoint, the official depth head) are named in :data:`DECLARED_KINDS` by the function that rebuilds
+them, imported when such a folder is first loaded. Code outside fourds adds kinds with
+:func:`register_kind`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -26,12 +33,38 @@ from fourds.textfiles import read_json
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
-_LOADERS: dict[str, Callable[[Path, dict[str, Any]], nn.Module]] = {}
+Loader = Callable[[Path, dict[str, Any]], nn.Module]
+"""``loader(folder, config) -> module``: rebuilds a folder whose ``config.json`` is ``config``."""
+
+_LOADERS: dict[str, Loader] = {}
+
+#: Kinds defined in upper packages: ``kind -> "module:function"`` of their :data:`Loader`, imported on
+#: the first :func:`load_module` of such a folder (so no import order matters, and the lower layer
+#: never imports the upper ones up front).
+DECLARED_KINDS: dict[str, str] = {
+    "probe_readout": "fourds.tasks.registry:load_readout_folder",
+    "distill_student": "fourds.train.distill:load_student_folder",
+    "video_patch_readout": "fourds.convert.heads:load_video_patch_readout",
+}
 
 
-def register_kind(kind: str, loader: Callable[[Path, dict[str, Any]], nn.Module]) -> None:
-    """Teach :func:`load_module` to rebuild folders whose config has ``kind``."""
+def register_kind(kind: str, loader: Loader) -> None:
+    """Teach :func:`load_module` to rebuild folders whose config has ``kind`` (for kinds defined outside
+    fourds; fourds' own are in :data:`DECLARED_KINDS`)."""
     _LOADERS[kind] = loader
+
+
+def known_kinds() -> list[str]:
+    """Every kind :func:`load_module` rebuilds, sorted."""
+    return sorted({*_LOADERS, *DECLARED_KINDS})
+
+
+def kind_loader(kind: str) -> Loader | None:
+    """The loader of ``kind`` (a declared one is imported now), or ``None`` for an unknown kind."""
+    if kind not in _LOADERS and kind in DECLARED_KINDS:
+        module, _, name = DECLARED_KINDS[kind].partition(":")
+        _LOADERS[kind] = getattr(importlib.import_module(module), name)
+    return _LOADERS.get(kind)
 
 
 CHECKSUM_KEY = "fourds_sha256"
@@ -275,12 +308,13 @@ def load_module(folder: str | Path) -> nn.Module:
     folder = Path(folder)
     config = read_config(folder)
     kind = config.get("kind")
-    if kind not in _LOADERS:
+    loader = kind_loader(kind) if isinstance(kind, str) else None
+    if loader is None:
         run = _run_folder_hint(folder, config)
         if run:
             raise ValueError(run)
-        raise ValueError(f"{folder}/{CONFIG_NAME} has kind={kind!r}; known kinds: {sorted(_LOADERS)}")
-    return _LOADERS[kind](folder, config).eval()
+        raise ValueError(f"{folder}/{CONFIG_NAME} has kind={kind!r}; known kinds: {known_kinds()}")
+    return loader(folder, config).eval()
 
 
 def load(path: str | Path) -> nn.Module:

@@ -8,7 +8,7 @@ direction and data-set reducer), label-aware train/eval transforms, evaluation c
 
 # Importing a task module registers it; this order is the order of list_tasks() (the paper's).
 from fourds.tasks import ssv2, k700, re10k, perception_test, waymo, scannet, synthetic  # noqa: F401, I001
-from fourds.tasks.base import Task, count_readout_params, select_frames
+from fourds.tasks.base import Task, TaskContract, count_readout_params, select_frames
 from fourds.tasks.classification import ClassificationReadout, ClassificationTask
 from fourds.tasks.k700 import K700Task
 from fourds.tasks.perception_test import PerceptionTestTask, PointTrackReadout
@@ -54,6 +54,7 @@ __all__ = [
     "SynthPoseTask",
     "SynthTrackingTask",
     "Task",
+    "TaskContract",
     "WaymoTask",
     "count_readout_params",
     "get_task",

@@ -22,9 +22,9 @@ keys. Its methods are the Task contract (``docs/tasks.md``) that the probe (``fo
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -94,6 +94,91 @@ def select_frames(sample: Sample, indices: Sequence[int]) -> Sample:
 def prefixed(task: str, specs: Sequence[MetricSpec]) -> dict[str, MetricSpec]:
     """``{"<task>/<name>": spec renamed}`` for a task's metrics."""
     return {f"{task}/{s.name}": dataclasses.replace(s, name=f"{task}/{s.name}") for s in specs}
+
+
+@runtime_checkable
+class TaskContract(Protocol):
+    """The typed contract the probe drives (structural: :class:`Task` and any object with these members,
+    e.g. a test's toy task).
+
+    Required: ``name``; ``layer_fraction`` (frozen readout depth); ``num_frames`` and ``input_size``
+    ``(H, W)`` of the clips; ``primary_metric`` (a key of ``metrics``); ``build_readout(dim, grid)``;
+    ``loss(outputs, batch)``; ``metrics(outputs, batch)`` (``{key: (B,)}``); ``train_transform(sample,
+    generator)``; ``eval_transform(clip)``.
+
+    Optional, each read through one function of this module with its default:
+    ``evaluate_clips(sample)`` (:func:`evaluation_clips`: the sample itself),
+    ``merge_clip_outputs(outputs, counts)`` (:func:`clip_merger`: the probe's per-sample mean),
+    ``finetune_layer_fraction`` (:func:`finetune_fraction`: 0.95, 0.75 for Kinetics),
+    ``metric_specs`` (:func:`declared_metric_specs`), ``options()`` (:func:`task_options`),
+    ``dataset(split, ...)`` (:func:`has_dataset`: the task's built-in data), ``predictions(outputs,
+    batch)`` (:func:`prediction_fn`) and ``class_names`` (:func:`class_names`).
+    """
+
+    name: str
+    layer_fraction: float
+    num_frames: int
+    input_size: tuple[int, int]
+
+    @property
+    def primary_metric(self) -> str: ...
+
+    def build_readout(self, dim: int, grid: tuple[int, int, int]) -> nn.Module: ...
+
+    def loss(self, outputs: Any, batch: Sample) -> Tensor: ...
+
+    def metrics(self, outputs: Any, batch: Sample) -> dict[str, Tensor]: ...
+
+    def train_transform(self, sample: Sample, generator: torch.Generator) -> Sample: ...
+
+    def eval_transform(self, sample: Sample) -> Sample: ...
+
+
+def evaluation_clips(task: TaskContract, sample: Sample) -> list[Sample]:
+    """``task.evaluate_clips(sample)``, or ``[sample]`` for a task without multi-clip evaluation."""
+    fn = getattr(task, "evaluate_clips", None)
+    return list(fn(sample)) if callable(fn) else [sample]
+
+
+def clip_merger(task: TaskContract) -> Callable[[Any, list[int]], Any] | None:
+    """``task.merge_clip_outputs`` (several clips' outputs → one per sample), or ``None`` for the default."""
+    fn = getattr(task, "merge_clip_outputs", None)
+    return fn if callable(fn) else None
+
+
+def finetune_fraction(task: TaskContract) -> float:
+    """The readout depth when finetuning: ``task.finetune_layer_fraction``, else 0.95 (0.75 for K700)."""
+    frac = getattr(task, "finetune_layer_fraction", None)
+    if frac is None:
+        frac = 0.75 if any(k in task.name.lower() for k in ("k700", "kinetics")) else 0.95
+    return float(frac)
+
+
+def declared_metric_specs(task: TaskContract) -> Mapping[str, MetricSpec] | Sequence[MetricSpec] | None:
+    """``task.metric_specs`` (a mapping key → spec, or a sequence of specs), ``None`` when undeclared."""
+    return getattr(task, "metric_specs", None)
+
+
+def task_options(task: TaskContract) -> dict[str, Any]:
+    """``task.options()`` (its settings, enough for ``get_task(task.name, **options)``), else ``{}``."""
+    fn = getattr(task, "options", None)
+    return dict(fn()) if callable(fn) else {}
+
+
+def has_dataset(task: TaskContract) -> bool:
+    """Whether the task builds its own data (``task.dataset(split, ...)``)."""
+    return hasattr(task, "dataset")
+
+
+def prediction_fn(task: TaskContract) -> Callable[[Any, Sample], dict[str, Tensor]] | None:
+    """``task.predictions`` (outputs → predictions in sample conventions), ``None`` without one."""
+    fn = getattr(task, "predictions", None)
+    return fn if callable(fn) else None
+
+
+def class_names(task: TaskContract) -> Sequence[str] | None:
+    """``task.class_names`` when the task names its classes."""
+    return getattr(task, "class_names", None)
 
 
 def _positive(task: str, name: str, value: Any) -> None:
@@ -240,14 +325,8 @@ class Task:
                 gives ``<dataset>_root``.
             kwargs: protocol and reader options of ``fourds.data.datasets.task_dataset``.
         """
-        try:
-            from fourds.data import datasets
-        except ImportError as err:
-            raise RuntimeError(
-                f"task {self.name!r} needs the real dataset readers (fourds.data.datasets), which are not "
-                "installed in this version of fourds; pass run_probe(..., datasets={'train': ..., 'eval': ...}) "
-                "with map-style datasets of samples in the format of docs/tasks.md"
-            ) from err
+        from fourds.data import datasets
+
         # A missing data_root raises DatasetLayoutError (a ValueError) naming the flag to pass.
         return datasets.task_dataset(self.name, split, data_root, **kwargs)
 
@@ -263,9 +342,18 @@ __all__ = [
     "TIME_AXIS",
     "Sample",
     "Task",
+    "TaskContract",
+    "class_names",
+    "clip_merger",
     "count_readout_params",
+    "declared_metric_specs",
+    "evaluation_clips",
+    "finetune_fraction",
     "frame_size_of",
+    "has_dataset",
     "num_frames_of",
+    "prediction_fn",
     "prefixed",
     "select_frames",
+    "task_options",
 ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 _TASKS: dict[str, type] = {}
 
@@ -36,3 +39,16 @@ def get_task(name: str, **overrides: Any) -> Any:
     if unknown:
         raise ValueError(f"unknown override(s) {unknown} for task {name!r}; valid: {', '.join(valid)}")
     return cls(**overrides)
+
+
+def load_readout_folder(folder: Path, config: dict[str, Any]) -> nn.Module:
+    """Rebuild a probe readout folder (``config.json`` kind ``probe_readout``, written by
+    :func:`fourds.train.probe.save_head`): the task named there, with its saved settings
+    (``task_options``), builds its readout for width ``dim`` and token grid ``grid``; the weights of
+    ``model.safetensors`` are loaded into it (strictly). The loader of that kind for
+    :func:`fourds.models.load_module`."""
+    from fourds.models.io import WEIGHTS_NAME, load_state_into
+
+    task = get_task(config["task"], **config.get("task_options", {}))
+    head = task.build_readout(config["dim"], tuple(config["grid"]))
+    return load_state_into(head, Path(folder) / WEIGHTS_NAME)

@@ -3,9 +3,9 @@
 Readout (:class:`DepthReadout`): one learned query per 2x8x8 spatio-temporal patch of the output video
 (``(16/2)(224/8)(224/8) = 6272`` queries for 16x224x224), 1024 channels, 16 heads, 128 outputs per query
 (its patch's depth values, ordered ``(t, y, x)``), no output activation: depth in metres
-(18,116,736 parameters on a 1024-wide backbone, Table 6). Its parameters have the same names and
-shapes as :class:`fourds.convert.heads.VideoPatchReadout` (the official 4DS depth head), so an imported
-head's ``state_dict`` loads into it.
+(18,116,736 parameters on a 1024-wide backbone, Table 6). It is the one dense patch readout
+(:class:`fourds.readouts.PatchReadout`) that the official 4DS depth head
+(:class:`fourds.convert.heads.VideoPatchReadout`) also is, so an imported head's ``state_dict`` loads into it.
 
 Loss: mean squared error over the batch's valid pixels (ground truth in ``(min_depth, max_depth)``,
 0.001–10 m). Metric: AbsRel over the same pixels; the data set's figure weights clips by their
@@ -19,23 +19,21 @@ evaluation: the same resize and a centre crop.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from einops import rearrange
 from torch import Tensor, nn
 
 from fourds.data.geometry import apply_geometry, resize_nearest, resize_short_side_crop
 from fourds.metrics import METRIC_SPECS, abs_rel, abs_rel_valid_counts, abs_rel_valid_mask
-from fourds.readouts import AttentionReadout
+from fourds.readouts import PatchReadout
 from fourds.tasks.base import Sample, Task, frame_size_of
 from fourds.tasks.registry import register
 
 
-class DepthReadout(AttentionReadout):
-    """One learned query per ``patch_size`` patch of a ``(T, H, W)`` output; each predicts its patch.
+class DepthReadout(PatchReadout):
+    """The dense patch readout (:class:`fourds.readouts.PatchReadout`) with one depth value per pixel.
 
     Args:
         dim: backbone width D.
@@ -50,21 +48,10 @@ class DepthReadout(AttentionReadout):
 
     def __init__(self, dim: int, channels: int, num_heads: int, output_size: tuple[int, int, int],
                  patch_size: tuple[int, int, int] = (2, 8, 8)) -> None:
-        output_size = tuple(int(v) for v in output_size)  # type: ignore[assignment]
-        patch_size = tuple(int(v) for v in patch_size)  # type: ignore[assignment]
-        for axis, size, p in zip("THW", output_size, patch_size):
-            if p < 1 or size % p:
-                raise ValueError(f"DepthReadout: output {axis}={size} is not a multiple of the patch size {p}")
-        grid = tuple(s // p for s, p in zip(output_size, patch_size))
-        super().__init__(dim, channels, num_heads, math.prod(patch_size), num_queries=math.prod(grid),
-                         steps=output_size[0])
-        self.output_size, self.patch_size, self.patch_grid = output_size, patch_size, grid
+        super().__init__(dim, channels, num_heads, output_size=output_size, patch_size=patch_size, who="DepthReadout")
 
     def forward(self, features: Tensor, batch: Sample | None = None) -> Tensor:  # type: ignore[override]
-        out = super().forward(features)  # (B, Q, pt*ph*pw)
-        (n0, n1, n2), (p0, p1, p2) = self.patch_grid, self.patch_size
-        return rearrange(out, "b (n0 n1 n2) (p0 p1 p2) -> b (n0 p0) (n1 p1) (n2 p2)",
-                         n0=n0, n1=n1, n2=n2, p0=p0, p1=p1, p2=p2)
+        return self.patch_video(features)[..., 0]
 
 
 def depth_to_frames(sample: Sample) -> Sample:

@@ -12,7 +12,8 @@ grid, viewed as a ``(T', h, w)`` volume per channel: box-averaged (``adaptive_av
 grows, trilinear (``align_corners=False``) otherwise (:func:`align_tokens`). Student tokens are never
 resampled.
 
-Machinery is pretraining's (:mod:`fourds.train.pretrain`): AdamW with the model's own weight-decay
+Machinery is pretraining's (set-up in :mod:`fourds.train.pretrain`, the loop in
+:mod:`fourds.train.trainer`): AdamW with the model's own weight-decay
 exemptions, warm-up + cosine, gradient accumulation, torchrun (DDP or FSDP2 on the student; each rank
 holds its own frozen teacher), atomic checkpoints with exact resume (the teacher is deterministic and
 the clips are pure functions of ``(seed, sample id)``), JSONL/TensorBoard logs and a progress bar. The
@@ -33,8 +34,9 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from fourds.data.pretrain import VideoSource
-from fourds.models.backbone import resolve_layers
-from fourds.models.io import WEIGHTS_NAME, load_state_into, read_config, register_kind
+from fourds.models.backbone import resolve_layers, token_grid
+from fourds.models.io import WEIGHTS_NAME, load_state_into, read_config
+from fourds.models.open import open_backbone
 from fourds.models.registry import create
 from fourds.models.vit import VideoViT, ViTConfig, init_named_parameters
 from fourds.seeding import derive_seed
@@ -42,16 +44,8 @@ from fourds.train.distill_config import DistillConfig
 from fourds.train.distributed import DistInfo, all_reduce_mean, release_one_rank_group
 from fourds.train.flops import count_forward_flops
 from fourds.train.optim import build_adamw, param_groups
-from fourds.train.pretrain import (
-    clip_loader,
-    export_model,
-    open_data,
-    parallelize_and_init,
-    resume_run,
-    start_run,
-    train_loop,
-)
-from fourds.train.probe_heads import resolve_backbone, token_grid
+from fourds.train.pretrain import clip_loader, export_model, open_data, parallelize_and_init, resume_run, start_run
+from fourds.train.trainer import train_loop
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +124,13 @@ class DistillStudent(nn.Module):
         }
 
 
-def _build_distill_student(folder: Path, config: dict[str, Any]) -> DistillStudent:
+def load_student_folder(folder: Path, config: dict[str, Any]) -> DistillStudent:
+    """Rebuild a ``distill_student`` folder from its ``config``: the student encoder and its adapters,
+    weights loaded strictly (the loader of that kind for :func:`fourds.models.load_module`)."""
     with torch.device("meta"):
         encoder = VideoViT(ViTConfig(**config["vit"]), name=config.get("name"))
         module = DistillStudent(encoder, config["target_dims"], config["teacher_layers"])
-    return load_state_into(module, folder / WEIGHTS_NAME)
-
-
-register_kind("distill_student", _build_distill_student)
+    return load_state_into(module, Path(folder) / WEIGHTS_NAME)
 
 
 def load_distill_student(path: str | Path) -> DistillStudent:
@@ -146,7 +139,7 @@ def load_distill_student(path: str | Path) -> DistillStudent:
     config = read_config(path)
     if config.get("kind") != "distill_student":
         raise ValueError(f"{path} holds kind={config.get('kind')!r}, not a distillation checkpoint (distill_student)")
-    return _build_distill_student(Path(path), config).eval()
+    return load_student_folder(Path(path), config).eval()
 
 
 # ------------------------------------------------------------------------------------------ targets
@@ -203,7 +196,8 @@ def build_teacher(cfg: DistillConfig, info: DistInfo, teacher: nn.Module | None 
     """The frozen teacher on the device (bf16 weights on CUDA unless fp32), its layer indices, and
     whether it runs in bf16."""
     if teacher is None:
-        teacher = resolve_backbone(cfg.teacher, cfg.teacher_overrides, derive_seed(cfg.seed, "teacher"), cfg.clip_size())
+        teacher = open_backbone(cfg.teacher, seed=derive_seed(cfg.seed, "teacher"), overrides=cfg.teacher_overrides,
+                                clip_size=cfg.clip_size())
         from fourds.models import list_models
 
         if cfg.teacher in list_models():

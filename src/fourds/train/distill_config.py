@@ -36,9 +36,10 @@ class DistillConfig(RunSettings):
     Attributes:
         student: registered size of the student, trained from random init (``fourds models``).
         student_overrides: architecture overrides of the student, e.g. ``{"depth": 2}``.
-        teacher: the frozen teacher: a fourds model folder (e.g. an official 4DS-e converted with
-            ``fourds convert official``), any adapter spec (``hf:...``, ``perframe:...``), or a registered
-            name (random init, for smoke tests only).
+        teacher: the frozen teacher, any spec :func:`fourds.models.open_backbone` opens: a fourds model
+            folder (e.g. an official 4DS-e converted with ``fourds convert official``), the official
+            ``.npz`` itself, an adapter spec (``hf:...``, ``perframe:...``), or a registered name (random
+            init, for smoke tests only).
         teacher_overrides: architecture overrides when ``teacher`` is a registered name.
         teacher_layers: teacher layers to regress (ints are indices, k = output of block k; floats are
             fractional depths); default: the paper's layers 36 and 51 of 4DS-e as fractions 36/56, 51/56

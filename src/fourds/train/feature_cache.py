@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from fourds.models.io import read_safetensors, save_weights_atomic, write_json_atomic
+from fourds.tasks.base import TaskContract
 from fourds.train.distributed import DistInfo, barrier
 from fourds.train.probe_data import EvalClips, ShardSampler, collate_clips, to_device
 
@@ -33,7 +34,7 @@ def feature_key(layer: int) -> str:
     return f"{FEATURE_PREFIX}{layer}"
 
 
-def check_deterministic(task: Any, sample: dict[str, Any], draws: int = 8) -> None:
+def check_deterministic(task: TaskContract, sample: dict[str, Any], draws: int = 8) -> None:
     """Raise ``ValueError`` when ``task.train_transform`` differs between ``draws`` generators (random
     augmentation: caching one draw would silently remove the augmentation)."""
     ref = task.train_transform(dict(sample), torch.Generator().manual_seed(0))

@@ -1,4 +1,6 @@
-"""SimpleMAE pretraining: one loop for one CPU process and for ``torchrun`` (DDP or FSDP2).
+"""SimpleMAE pretraining: one process on a CPU or ``torchrun`` (DDP or FSDP2), and the run set-up it
+shares with distillation (run folder, clip data, resume, export). The loop is
+:func:`fourds.train.trainer.train_loop`.
 
 Exact resume: model, optimiser and step come from the checkpoint; the data of step ``s`` and the masks
 of its clips are pure functions of ``(seed, sample id)`` (see :mod:`fourds.data.pretrain`), and the
@@ -8,14 +10,10 @@ weights as an uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
 import os
-import signal
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from fourds.data import to_float
 from fourds.data.pretrain import ClipSpec, PretrainClips, StepBatchSampler, VideoSource, make_loader
 from fourds.data.sources import DecodeFailures, build_pretrain_source
 from fourds.fileio import release_run_folder
@@ -35,12 +32,8 @@ from fourds.seeding import derive_seed
 from fourds.textfiles import read_json
 from fourds.train.checkpoint import Checkpointer, lock_run
 from fourds.train.config import RESUMABLE_KEYS, PretrainConfig
-from fourds.train.device_step import NonFiniteGuard, StepTimer, fused_attention_only, out_of_memory_message
 from fourds.train.distributed import (
     DistInfo,
-    all_reduce_mean,
-    all_reduce_min,
-    all_reduce_sum,
     apply_block_switches,
     init_distributed,
     release_one_rank_group,
@@ -49,44 +42,19 @@ from fourds.train.distributed import (
     unwrap,
     wrap_ddp,
 )
-from fourds.train.flops import mae_train_flops, peak_flops
-from fourds.train.logger import RunLogger
-from fourds.train.optim import build_adamw, param_groups, set_lr, warmup_cosine
+from fourds.train.flops import mae_train_flops
+from fourds.train.optim import build_adamw, param_groups
+from fourds.train.trainer import (  # noqa: F401  (FAULT_ENV, NonFiniteLossError, data_state_dict: re-exported)
+    FAULT_ENV,
+    NonFiniteLossError,
+    Run,
+    data_state_dict,
+    refuse_existing_checkpoints,
+    train_loop,
+    use_bf16,
+)
 
 log = logging.getLogger(__name__)
-
-#: Test hook: the process SIGKILLs itself right before this step (a real crash, for resume tests).
-FAULT_ENV = "FOURDS_FAULT_AT_STEP"
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised when the loss or gradient norm is NaN/inf; no optimiser step was taken."""
-
-
-class _StopFlag:
-    """SIGTERM/SIGINT ask the loop to checkpoint and stop at the next step boundary."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopFlag:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:  # second signal: stop now
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
 
 def build_model(cfg: PretrainConfig, info: DistInfo, strategy: str, bf16: bool) -> tuple[nn.Module, SimpleMAE]:
     """The trained module (maybe DDP/FSDP-wrapped) and the plain SimpleMAE inside it."""
@@ -114,31 +82,9 @@ def parallelize_and_init(model: nn.Module, cfg: Any, info: DistInfo, strategy: s
     return wrapped, model
 
 
-def _param_checksum(model: nn.Module) -> float:
-    with torch.no_grad():
-        total = torch.zeros((), dtype=torch.float64)
-        for p in model.parameters():
-            local = p.to_local() if hasattr(p, "to_local") else p
-            total += local.detach().double().sum().cpu()
-    return float(total)
-
-
-def _grad_sync(model: nn.Module, strategy: str, sync: bool) -> contextlib.AbstractContextManager:
-    """Skip gradient all-reduce on all but the last accumulation micro-batch."""
-    if strategy == "ddp" and not sync:
-        return model.no_sync()  # type: ignore[operator]
-    if strategy == "fsdp":
-        model.set_requires_gradient_sync(sync)  # type: ignore[operator]
-    return contextlib.nullcontext()
-
-
 def _check_run_dir(cfg: PretrainConfig, ckpt: Checkpointer) -> None:
     out = Path(cfg.out)
-    if not cfg.resume and ckpt.latest() is not None:
-        raise ValueError(
-            f"--out {out} already holds checkpoints ({ckpt.latest().name}); pass --resume to continue "
-            f"that run, or choose a new --out"
-        )
+    refuse_existing_checkpoints(out, ckpt.latest(), cfg.resume)
     saved = out / "config.json"
     if cfg.resume and saved.is_file():
         before = read_json(saved, "the run's config.json, written by fourds pretrain")
@@ -148,17 +94,6 @@ def _check_run_dir(cfg: PretrainConfig, ckpt: Checkpointer) -> None:
             log.warning("resuming with a changed config (old, new): %s", changed)
 
 
-@dataclass
-class Run:
-    """Where a training run executes: process/device, strategy, precision, run folder, checkpoints."""
-
-    info: DistInfo
-    strategy: str
-    bf16: bool
-    out: Path
-    ckpt: Checkpointer
-
-
 def start_run(cfg: Any, write_config: bool = True) -> Run:
     """Process group, strategy and precision; refuses to overwrite a run without ``--resume``; writes
     the resolved config beside the run (rank 0; with ``write_config=False`` the caller does, with
@@ -166,9 +101,7 @@ def start_run(cfg: Any, write_config: bool = True) -> Run:
     (:class:`PretrainConfig` or one with the same run fields, e.g. the distillation config)."""
     info = init_distributed(cfg.device, one_rank_group=cfg.strategy == "fsdp")
     strategy = resolve_strategy(cfg.strategy, info)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and info.device.type == "cuda")
-    if bf16 and info.device.type == "cpu":
-        log.warning("bf16 on CPU is 10-100x slower than fp32 here; use --precision fp32 on CPU")
+    bf16 = use_bf16(cfg.precision, info.device)
     out = Path(cfg.out)
     lock_run(out, info)  # <out>/.lock for the run's life: a second run on this --out fails with our PID
     ckpt = Checkpointer(out / "checkpoints", info, keep=cfg.keep_checkpoints, sharded=strategy == "fsdp")
@@ -336,166 +269,6 @@ def _pretrain(cfg: PretrainConfig, source: VideoSource | None) -> Path:
     if step == cfg.steps:
         export_model(core, final, info, run.strategy, extra={"pretrain": {"steps": cfg.steps, "data": cfg.data}})
     return final
-
-
-def train_loop(
-    cfg: Any, run: Run, model: nn.Module, core: nn.Module, optimizer: torch.optim.Optimizer, loader: Any,
-    data: Data, start_step: int, compute_loss: Callable[[torch.Tensor, dict], torch.Tensor], step_flops: float,
-    desc: str, extra_scalars: Callable[[], dict[str, float]] | None = None,
-) -> int:
-    """The optimisation loop shared by pretraining and distillation; returns the last step reached.
-
-    Per step: warm-up + cosine learning rate, ``cfg.grad_accum`` micro-batches of ``compute_loss(video,
-    batch)`` (video ``(b, T, S, S, 3)`` float32 in [0, 1] on the device; called inside the gradient-sync,
-    autocast and fused-attention contexts), gradient clipping, a non-finite guard, the optimiser step.
-    Nothing reads a device value per step (no host synchronisation): the non-finite guard skips the
-    fused optimiser's update on the device and is read when the loop logs (every ``cfg.log_every`` steps;
-    ``extra_scalars()`` adds to the logged scalars; it runs on every rank, so it may all-reduce) or saves
-    (every ``cfg.save_every`` steps, at the end and on SIGTERM/SIGINT, checked at logging steps when
-    distributed). Logged throughput: ``clips_per_s`` is the loop's (clips over the wall time of the
-    logging window: data, logging and saves included), ``step_clips_per_s`` the step timer's (the
-    compute of the window's last step), with ``tflops``/``mfu`` from the step timer.
-    """
-    info, strategy, ckpt = run.info, run.strategy, run.ckpt
-    peak = peak_flops(info.device)
-    logger = RunLogger(run.out, total=cfg.steps, initial=start_step, enabled=info.is_main, desc=desc)
-    rank_log = open(run.out / f"rank{info.rank}.jsonl", "a", buffering=1) if cfg.debug_rank_logs else None
-    fault_step = int(os.environ.get(FAULT_ENV, "-1"))
-    autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if run.bf16 and strategy != "fsdp" else contextlib.nullcontext()
-    params = [p for p in core.parameters() if p.requires_grad]
-    max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-    guard = NonFiniteGuard(info.device, optimizer)
-    timer = StepTimer(info.device)
-    failures, num_videos = data.failures, data.num_videos
-    batches: Iterator[dict] = iter(loader)
-    model.train()
-    step = start_step
-    window_start, window_steps, data_time = time.perf_counter(), 0, 0.0
-    try:
-        with _StopFlag() as stop:
-            while step < cfg.steps:
-                if step == fault_step:
-                    ckpt.wait()  # the crash comes after the previous (background) save has completed
-                    os.kill(os.getpid(), signal.SIGKILL)
-                timer.start()
-                lr = warmup_cosine(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.min_lr)
-                set_lr(optimizer, lr)
-                optimizer.zero_grad(set_to_none=True)
-                loss_sum = torch.zeros((), device=info.device)
-                for m in range(cfg.grad_accum):
-                    td = time.perf_counter()
-                    batch = next(batches)
-                    if "failed" in batch:  # file sources: every batch reports its skipped bad videos
-                        failures.update([line for item in batch["failed"] for line in item.split("\n") if line],
-                                        samples=len(batch["sample_id"]), check=False)
-                    video = to_float(batch["video"].to(info.device, non_blocking=True))
-                    data_time += time.perf_counter() - td
-                    try:
-                        with _grad_sync(model, strategy, m == cfg.grad_accum - 1), autocast, \
-                                fused_attention_only(info.device):
-                            loss = compute_loss(video, batch) / cfg.grad_accum
-                        loss.backward()
-                    except torch.OutOfMemoryError as err:
-                        raise RuntimeError(out_of_memory_message(
-                            f"{desc} step {step}", cfg.batch_size, len(batch["sample_id"]), cfg.grad_accum,
-                            str(getattr(cfg, "model", getattr(cfg, "student", "?"))),
-                            cfg.activation_checkpointing, cfg.precision, info.device)) from err
-                    loss_sum += loss.detach()
-                if num_videos:  # summed over ranks, so every rank takes the same stop decision
-                    failures.commit(lambda counts: all_reduce_sum(counts, info.device))
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-                if hasattr(grad_norm, "full_tensor"):
-                    grad_norm = grad_norm.full_tensor()
-                guard.update(step, grad_norm, loss_sum)
-                if guard.must_check_every_step:
-                    _raise_if_non_finite(guard, ckpt, loss_sum, grad_norm)
-                guard.arm()
-                optimizer.step()
-                timer.stop()
-                step += 1
-                window_steps += 1
-                if rank_log is not None:
-                    rank_log.write(json.dumps({"step": step, "loss": float(loss_sum), "checksum": _param_checksum(core)}) + "\n")
-                logger.advance()
-                log_now = step % cfg.log_every == 0 or step == cfg.steps
-                save_now = step % cfg.save_every == 0 or step == cfg.steps
-                if info.distributed:  # a collective: only where the loop synchronises anyway
-                    stop_now = (log_now or save_now) and all_reduce_min(0.0 if stop.requested else 1.0, info.device) < 1.0
-                else:
-                    stop_now = stop.requested
-                if log_now or save_now or stop_now:
-                    _raise_if_non_finite(guard, ckpt, loss_sum, grad_norm)
-                if log_now:
-                    loss_value = float(all_reduce_mean(loss_sum))
-                    step_s = timer.seconds()
-                    wall = time.perf_counter() - window_start
-                    loop_clips = cfg.batch_size * window_steps / wall
-                    scalars = {
-                        "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm),
-                        "clips_per_s": loop_clips, "step_clips_per_s": cfg.batch_size / step_s,
-                        "step_time_s": step_s, "loop_step_time_s": wall / window_steps,
-                        "data_time_s": data_time / window_steps, "tflops": step_flops / step_s / 1e12,
-                    }
-                    if peak:
-                        scalars["mfu"] = step_flops / step_s / peak
-                        scalars["loop_mfu"] = step_flops * window_steps / wall / peak
-                    if num_videos:
-                        scalars.update(failures.scalars())
-                    if extra_scalars is not None:
-                        scalars.update(extra_scalars())
-                    logger.log(step, scalars, bar={"loss": f"{loss_value:.4f}", "clips/s": f"{loop_clips:.1f}",
-                                                   "step clips/s": f"{cfg.batch_size / step_s:.1f}"})
-                if save_now or stop_now:
-                    last = step == cfg.steps or stop_now  # periodic saves write in the background
-                    path = ckpt.save(step, core, optimizer, {"config": cfg.to_dict(), "data": data_state_dict(step, cfg, num_videos, failures)},
-                                     background=not last)
-                    logger.write(f"saved {path}" if last else f"saving {path} in the background")
-                if log_now:  # the next window starts after this step's logging and saving
-                    window_start, window_steps, data_time = time.perf_counter(), 0, 0.0
-                if stop_now:
-                    logger.write(f"stopped at step {step} on request; resume with --resume")
-                    break
-        ckpt.wait()
-    except BaseException:
-        ckpt.wait_quietly()  # a background save finishes (or logs its error); the original error propagates
-        raise
-    finally:
-        release_run_folder(run.out)
-        logger.close()
-        if rank_log is not None:
-            rank_log.close()
-    return step
-
-
-def _raise_if_non_finite(guard: NonFiniteGuard, ckpt: Checkpointer, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
-    """Raise :class:`NonFiniteLossError` if any step so far was non-finite (one host sync)."""
-    bad = guard.first_bad_step()
-    if bad is None:
-        return
-    last = ckpt.latest()
-    raise NonFiniteLossError(
-        f"non-finite loss or gradient norm at step {bad} (latest: loss {float(loss)}, gradient norm "
-        f"{float(grad_norm)}); stopped before that step's optimiser update (later steps were skipped). "
-        f"Last good checkpoint: {last if last else 'none yet'} (continue with --resume). "
-        f"Try a lower --lr, --grad-clip 1.0 or --precision fp32."
-    )
-
-
-def data_state_dict(step: int, cfg: PretrainConfig, num_videos: int, failures: DecodeFailures) -> dict[str, Any]:
-    """The data position saved with a checkpoint.
-
-    Sample ids are global and their content a pure function of ``(seed, id)`` (see
-    :mod:`fourds.data.pretrain`), so the position is one number for every rank and worker: the next
-    step's first id. ``epoch`` (passes over the source) is informative; the failure counts carry on.
-    """
-    next_sample = step * cfg.batch_size
-    return {
-        "next_sample": next_sample,
-        "epoch": next_sample // num_videos if num_videos else 0,
-        "seed": cfg.seed,
-        "num_videos": num_videos,
-        "failures": failures.state_dict(),
-    }
 
 
 def export_model(core: nn.Module, folder: Path, info: DistInfo, strategy: str, extra: dict[str, Any],

@@ -34,7 +34,9 @@ from torch import Tensor, nn
 
 from fourds.data import to_float
 from fourds.data.pretrain import StepBatchSampler
-from fourds.models.io import register_kind, save_model, save_weights_atomic, write_json_atomic, load_state_into
+from fourds.models.open import open_backbone
+from fourds.models.io import load_state_into, save_model, save_weights_atomic, write_json_atomic
+from fourds.tasks.base import TaskContract, has_dataset, task_options
 from fourds.textfiles import read_json
 from fourds.train.distributed import DistInfo, barrier, init_distributed, wrap_ddp
 from fourds.train.feature_cache import FeatureCache, check_deterministic, feature_key
@@ -50,11 +52,11 @@ from fourds.train.probe_heads import (
     fingerprint,
     freeze_after,
     head_specs,
-    resolve_backbone,
     token_grid,
 )
 from fourds.train.probe_loop import HeadTrainer, eval_loader, evaluate, evaluate_with_samples, head_groups, select
 from fourds.train.probe_metrics import primary_spec
+from fourds.train.trainer import use_bf16
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +65,9 @@ log = logging.getLogger(__name__)
 class ProbeData:
     """The datasets and index lists of a run: training indices, validation and evaluation clips."""
 
-    def __init__(self, task: Any, cfg: ProbeConfig, datasets: dict[str, Any] | None = None) -> None:
+    def __init__(self, task: TaskContract, cfg: ProbeConfig, datasets: dict[str, Any] | None = None) -> None:
         datasets = datasets or {}
-        if not hasattr(task, "dataset") and not {"train", "eval"} <= set(datasets):
+        if not has_dataset(task) and not {"train", "eval"} <= set(datasets):
             raise ValueError(
                 f"task {task.name!r} has no built-in data (only synthetic tasks do); pass "
                 "run_probe(..., datasets={'train': ..., 'eval': ...}) with map-style datasets of samples"
@@ -84,14 +86,12 @@ class ProbeData:
         self.val_idx = None if val is None else val[:cap]
 
 
-def clip_size(task: Any) -> tuple[int, int, int]:
+def clip_size(task: TaskContract) -> tuple[int, int, int]:
     return (int(task.num_frames), *(int(s) for s in task.input_size))  # type: ignore[return-value]
 
 
 def _autocast(info: DistInfo, cfg: ProbeConfig) -> contextlib.AbstractContextManager:
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and info.device.type == "cuda")
-    if bf16 and info.device.type == "cpu":
-        log.warning("bf16 on CPU is 10-100x slower than fp32 here; use --precision fp32 on CPU")
+    bf16 = use_bf16(cfg.precision, info.device)
     return torch.autocast(info.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
@@ -113,7 +113,7 @@ class _Features:
         return {layer: f.float() for layer, f in zip(self.layers, feats)}
 
 
-def _frozen(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, data: ProbeData, out: Path,
+def _frozen(cfg: ProbeConfig, info: DistInfo, task: TaskContract, backbone: nn.Module, data: ProbeData, out: Path,
             counter: dict[str, int]) -> tuple[list[dict[str, Any]], Callable[[int], Callable]]:
     """Train and evaluate the K-readout sweep; returns per-config results and ``k → predict(batch)``."""
     grid = token_grid(backbone, clip_size(task))
@@ -167,7 +167,7 @@ def _frozen(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, da
     return results, predictor
 
 
-def _use_cache(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, data: ProbeData, features: _Features,
+def _use_cache(cfg: ProbeConfig, info: DistInfo, task: TaskContract, backbone: nn.Module, data: ProbeData, features: _Features,
                batch_size: int, collate: Callable, eval_clips: Callable, val_clips: Callable) -> tuple:
     """Fill the feature cache where needed; returns the cached sources (train load/transform, clips)."""
     check_deterministic(task, data.train_set[data.train_idx[0]])
@@ -189,29 +189,45 @@ def _use_cache(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module,
     return cache.load_first("train"), None, cache.load_clips("eval"), cache.load_clips("train-eval")
 
 
-def save_head(head: nn.Module, folder: Path, task: Any, spec: HeadSpec, dim: int, grid: tuple) -> None:
+def save_head(head: nn.Module, folder: Path, task: TaskContract, spec: HeadSpec, dim: int, grid: tuple) -> None:
     """A readout folder: ``config.json`` (kind ``probe_readout``: task name and settings, width, grid,
     layer, lr, wd) + ``model.safetensors``; :func:`fourds.models.load_module` rebuilds it through the task
-    registry with the same settings (e.g. a readout scaled down with ``--task-overrides channels=...``)."""
-    options = task.options() if callable(getattr(task, "options", None)) else {}
+    registry with the same settings (e.g. a readout scaled down with ``--task-overrides channels=...``;
+    :func:`fourds.tasks.registry.load_readout_folder`)."""
+    options = task_options(task)
     save_weights_atomic(head.state_dict(), folder / "model.safetensors")
     write_json_atomic(folder / "config.json", {"kind": "probe_readout", "task": task.name, "task_options": options,
                                                "dim": dim, "grid": list(grid), **spec.to_dict()})
 
 
-def _load_head(folder: Path, config: dict[str, Any]) -> nn.Module:
-    from fourds.tasks import get_task
-
-    task = get_task(config["task"], **config.get("task_options", {}))
-    head = task.build_readout(config["dim"], tuple(config["grid"]))
-    return load_state_into(head, folder / "model.safetensors")
-
-
-register_kind("probe_readout", _load_head)
-
-
 # ------------------------------------------------------------------------------------------ finetuned
-def _finetune(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, data: ProbeData, out: Path,
+def _finetune_model(cfg: ProbeConfig, info: DistInfo, task: TaskContract, pristine: nn.Module, spec: HeadSpec,
+                    grid: tuple[int, int, int]) -> tuple[FinetuneModel, torch.optim.Optimizer, int]:
+    """A deep copy of the backbone with its blocks after the readout layer frozen, plus the seeded readout,
+    on the device; AdamW with the readout's groups and the backbone's at ``backbone_lr_scale``; and the
+    number of frozen parameters."""
+    model_backbone = copy.deepcopy(pristine)
+    frozen = freeze_after(model_backbone, spec.layer)
+    core = FinetuneModel(model_backbone, task, spec, grid, cfg.seed).to(info.device)
+    bb_groups = param_groups(model_backbone, spec.weight_decay, getattr(model_backbone, "no_weight_decay", set)(),
+                             lr_scale=cfg.backbone_lr_scale)
+    groups = head_groups(list(core.heads), [spec]) + [{**g, "peak_lr": spec.lr, "head": -1} for g in bb_groups]
+    return core, build_adamw(groups, spec.lr, (cfg.beta1, cfg.beta2), info.device), frozen
+
+
+def _evaluate_one(cfg: ProbeConfig, info: DistInfo, task: TaskContract, data: ProbeData,
+                  outputs_of: Callable[[dict], list[Any]], eval_batch: int) -> tuple[dict, dict, dict]:
+    """One finetuned model's ``(test metrics, test samples, validation metrics)``."""
+    (test,), (test_samples,) = evaluate_with_samples(
+        task, outputs_of, eval_loader(task_clips(task, data.eval_set), data.eval_idx, eval_batch, info,
+                                      cfg.num_workers), 1, info, data.eval_idx)
+    val = test if data.val_idx is None else evaluate(
+        task, outputs_of, eval_loader(task_clips(task, data.train_set), data.val_idx, eval_batch, info,
+                                      cfg.num_workers), 1, info)[0]
+    return test, test_samples, val
+
+
+def _finetune(cfg: ProbeConfig, info: DistInfo, task: TaskContract, backbone: nn.Module, data: ProbeData, out: Path,
               counter: dict[str, int]) -> tuple[list[dict[str, Any]], Callable[[int], Callable]]:
     """One run per (lr, weight decay[, schedule length]) under ``out/runs/<name>``; returns results and a
     predictor. Each run has its own warm-up and cosine over its own length."""
@@ -233,13 +249,8 @@ def _finetune(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, 
             log.info("finetune %s already finished; kept its results", spec.name)
             continue
         run_cfg = dataclasses.replace(cfg, steps=spec.steps) if spec.steps is not None else cfg
-        model_backbone = copy.deepcopy(pristine)
-        frozen = freeze_after(model_backbone, spec.layer)
-        core = FinetuneModel(model_backbone, task, spec, grid, cfg.seed).to(info.device)
-        bb_groups = param_groups(model_backbone, spec.weight_decay, getattr(model_backbone, "no_weight_decay", set)(),
-                                 lr_scale=cfg.backbone_lr_scale)
-        groups = head_groups(list(core.heads), [spec]) + [{**g, "peak_lr": spec.lr, "head": -1} for g in bb_groups]
-        optimizer = build_adamw(groups, spec.lr, (cfg.beta1, cfg.beta2), info.device)
+        core, optimizer, frozen = _finetune_model(cfg, info, task, pristine, spec, grid)
+        model_backbone = core.backbone
         wrapped = wrap_ddp(core, info) if info.distributed else core
         run_counter = {"train": 0, "eval": 0, "cache": 0}
         trainer = HeadTrainer(run_cfg, info, task, run, core, wrapped, optimizer, run_counter,
@@ -268,12 +279,7 @@ def _finetune(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, 
             with autocast:
                 return core(to_float(batch["video"]), batch)
 
-        (test,), (test_samples,) = evaluate_with_samples(
-            task, outputs_of, eval_loader(task_clips(task, data.eval_set), data.eval_idx, eval_batch, info,
-                                          cfg.num_workers), 1, info, data.eval_idx)
-        val = test if data.val_idx is None else evaluate(
-            task, outputs_of, eval_loader(task_clips(task, data.train_set), data.val_idx, eval_batch, info,
-                                          cfg.num_workers), 1, info)[0]
+        test, test_samples, val = _evaluate_one(cfg, info, task, data, outputs_of, eval_batch)
         result = {**spec.to_dict(), "steps": run_cfg.steps, "val": val, "test": test, "test_samples": test_samples,
                   "diverged": trainer.diverged[0],
                   "backbone_forward_calls": dict(run_counter)}
@@ -300,8 +306,37 @@ def _finetune(cfg: ProbeConfig, info: DistInfo, task: Any, backbone: nn.Module, 
     return results, predictor
 
 
+def _results(cfg: ProbeConfig, info: DistInfo, task: TaskContract, backbone: nn.Module, data: ProbeData,
+             configs: list[dict[str, Any]], chosen: int | None, counter: dict[str, int]) -> dict[str, Any]:
+    """The ``results.json`` of a probe run: every configuration, the chosen one, the protocol."""
+    primary, key = primary_spec(task)
+    return {
+        "task": task.name,
+        "backbone": cfg.backbone,
+        "backbone_params": count_params(backbone),
+        "backbone_layers": int(backbone.num_layers),
+        "mode": "finetune" if cfg.finetune else "frozen",
+        "primary_metric": key,
+        "direction": primary.direction,
+        "primary_units": primary.units,
+        "select_on": cfg.select_on,
+        "selection": ("chosen on a held-out {:.0%} of the training split ({} samples), reported on the {!r} split"
+                      .format(cfg.holdout_fraction, len(data.val_idx or []), cfg.eval_split)
+                      if cfg.select_on == "train-holdout" else
+                      f"chosen and reported on the {cfg.eval_split!r} split (the paper's practice; optimistic)"),
+        "configs": configs,
+        "chosen": None if chosen is None else configs[chosen]["name"],
+        "chosen_index": chosen,
+        "test": None if chosen is None else configs[chosen]["test"],
+        "test_samples": None if chosen is None else configs[chosen].get("test_samples"),
+        "backbone_forward_calls": dict(counter),
+        "train_steps": cfg.steps,
+        "config": {**cfg.to_dict(), "world_size": info.world_size},
+    }
+
+
 # ------------------------------------------------------------------------------------------ entry point
-def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: Any = None,
+def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: TaskContract | None = None,
               datasets: dict[str, Any] | None = None, explicit: Any = None) -> dict[str, Any]:
     """Run (or resume) a probe: the frozen sweep, or the finetuning runs; returns the results dict
     (also written to ``<out>/results.json`` by rank 0).
@@ -335,12 +370,13 @@ def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: Any = N
 
         task = get_task(cfg.task, **cfg.task_overrides)
     if backbone is None:
-        backbone = resolve_backbone(cfg.backbone, cfg.backbone_overrides, cfg.seed, clip_size(task))
+        backbone = open_backbone(cfg.backbone, seed=cfg.seed, overrides=cfg.backbone_overrides,
+                                 clip_size=clip_size(task))
     if not cfg.finetune:  # finetuning moves one copy per run to the device (no second resident copy)
         backbone = backbone.to(info.device)
     if cfg.layers is None:
         cfg.layers = default_layers(task, cfg.finetune)
-    primary, key = primary_spec(task)
+    _, key = primary_spec(task)  # fails here, before any training, if the task declares no such metric
     out = Path(cfg.out)
     data = ProbeData(task, cfg, datasets)
     if info.is_main:
@@ -349,29 +385,7 @@ def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: Any = N
     run = _finetune if cfg.finetune else _frozen
     configs, predictor = run(cfg, info, task, backbone, data, out, counter)
     chosen = select(task, configs)
-    results = {
-        "task": task.name,
-        "backbone": cfg.backbone,
-        "backbone_params": count_params(backbone),
-        "backbone_layers": int(backbone.num_layers),
-        "mode": "finetune" if cfg.finetune else "frozen",
-        "primary_metric": key,
-        "direction": primary.direction,
-        "primary_units": primary.units,
-        "select_on": cfg.select_on,
-        "selection": ("chosen on a held-out {:.0%} of the training split ({} samples), reported on the {!r} split"
-                      .format(cfg.holdout_fraction, len(data.val_idx or []), cfg.eval_split)
-                      if cfg.select_on == "train-holdout" else
-                      f"chosen and reported on the {cfg.eval_split!r} split (the paper's practice; optimistic)"),
-        "configs": configs,
-        "chosen": None if chosen is None else configs[chosen]["name"],
-        "chosen_index": chosen,
-        "test": None if chosen is None else configs[chosen]["test"],
-        "test_samples": None if chosen is None else configs[chosen].get("test_samples"),
-        "backbone_forward_calls": dict(counter),
-        "train_steps": cfg.steps,
-        "config": {**cfg.to_dict(), "world_size": info.world_size},
-    }
+    results = _results(cfg, info, task, backbone, data, configs, chosen, counter)
     if info.is_main:
         write_json_atomic(out / "results.json", results)
         if cfg.visualize and chosen is not None:

@@ -38,8 +38,8 @@ class ProbeConfig(RunFields):
     """Everything a probe run needs. ``None`` fields take the mode's paper defaults (:meth:`resolved`).
 
     Attributes:
-        backbone: a registered model name (random init), a fourds model folder, or an adapter spec
-            (e.g. ``hf:...``) when adapters are installed.
+        backbone: what :func:`fourds.models.open_backbone` opens: a registered model name (random
+            init from ``seed``), a fourds model folder, an official ``.npz`` or an adapter spec (``hf:...``).
         backbone_overrides: architecture overrides for a registered name (``--backbone-overrides depth=2``).
         task: task name (``fourds.tasks.list_tasks()``).
         task_overrides: task keyword overrides (``--task-overrides num_frames=8``).

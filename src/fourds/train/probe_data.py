@@ -17,7 +17,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from fourds.data.collate import collate_samples
 from fourds.seeding import derive_seed, generator
+from fourds.tasks.base import TaskContract, clip_merger, evaluation_clips
 
 Sample = dict[str, Any]
 
@@ -111,11 +113,11 @@ class EvalClips(Dataset):
         return self.load(self.indices[i])
 
 
-def task_clips(task: Any, dataset: Any) -> Callable[[int], list[Sample]]:
+def task_clips(task: TaskContract, dataset: Any) -> Callable[[int], list[Sample]]:
     """``index → [eval_transform(clip) for clip in task.evaluate_clips(dataset[index])]``."""
     def load(index: int) -> list[Sample]:
         sample = dataset[index]
-        clips = task.evaluate_clips(sample) if hasattr(task, "evaluate_clips") else [sample]
+        clips = evaluation_clips(task, sample)
         return [task.eval_transform(clip) for clip in clips]
     return load
 
@@ -135,24 +137,9 @@ class ShardSampler(Sampler[list[int]]):
         return (len(self.items) + self.batch_size - 1) // self.batch_size
 
 
-def default_collate_samples(samples: list[Sample]) -> Sample:
-    """Stack equal-shape tensors; other values become lists. ``fourds.data.collate.collate_samples``
-    (which also pads variable track/box counts) is used when it exists."""
-    out: Sample = {}
-    for key in samples[0]:
-        values = [s[key] for s in samples]
-        if all(isinstance(v, Tensor) for v in values) and len({tuple(v.shape) for v in values}) == 1:
-            out[key] = torch.stack(values)
-        else:
-            out[key] = values
-    return out
-
-
 def collate_fn() -> Callable[[list[Sample]], Sample]:
-    try:
-        from fourds.data.collate import collate_samples
-    except ImportError:  # the tasks branch adds it; plain stacking until then
-        return default_collate_samples
+    """The probe's collate function: :func:`fourds.data.collate.collate_samples` (stacks equal shapes and
+    pads variable track/box counts with validity masks)."""
     return collate_samples
 
 
@@ -194,7 +181,7 @@ def first_clip_batch(batch: Sample, counts: list[int]) -> Sample:
     return tree_map(lambda t: t[starts.to(t.device)] if t.ndim and t.shape[0] == sum(counts) else t, batch)
 
 
-def merge_clip_outputs(task: Any, outputs: Any, counts: list[int]) -> Any:
+def merge_clip_outputs(task: TaskContract, outputs: Any, counts: list[int]) -> Any:
     """Combine the outputs of several clips per sample into one per sample.
 
     Uses ``task.merge_clip_outputs(outputs, counts)`` when the task defines it (K700: softmax average);
@@ -202,8 +189,8 @@ def merge_clip_outputs(task: Any, outputs: Any, counts: list[int]) -> Any:
     """
     if all(c == 1 for c in counts):
         return outputs
-    merge = getattr(task, "merge_clip_outputs", None)
-    if callable(merge):
+    merge = clip_merger(task)
+    if merge is not None:
         return merge(outputs, counts)
 
     def mean(t: Tensor) -> Tensor:

@@ -8,18 +8,18 @@ its layer only, so a head trained alongside others starts exactly like the same 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from fourds.models.backbone import resolve_layers
+from fourds.models.backbone import resolve_layers, token_grid  # noqa: F401  (token_grid: re-exported)
+from fourds.models.open import open_backbone
 from fourds.seeding import derive_seed
+from fourds.tasks.base import TaskContract, finetune_fraction
 
 log = logging.getLogger(__name__)
 
@@ -27,62 +27,8 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------------------ backbones
 def resolve_backbone(spec: str, overrides: dict[str, Any] | None = None, seed: int = 0,
                      clip_size: tuple[int, int, int] | None = None) -> nn.Module:
-    """Build the backbone named by ``spec``.
-
-    Args:
-        spec: an adapter spec (``fourds.models.adapters.build_backbone``, when that module exists), a
-            fourds model folder (:func:`fourds.models.load`), or a registered model name (random init
-            with per-parameter seeds from ``seed``).
-        overrides: architecture overrides for a registered name.
-        seed: initialisation seed for a registered name.
-        clip_size: ``(T, H, W)`` of the task's clips; a registered name is built for this input size
-            unless ``overrides`` sets ``input_size``.
-    """
-    from fourds.models import create, list_models, load
-
-    overrides = dict(overrides or {})
-    if Path(spec).is_dir():
-        if _is_hf_folder(Path(spec)):  # a save_pretrained folder given without the hf: prefix
-            from fourds.models.adapters import build_backbone
-
-            return build_backbone(f"hf:{spec}")
-        return load(spec)
-    if spec in list_models():
-        if clip_size is not None:
-            overrides.setdefault("input_size", tuple(clip_size))
-        model = create(spec, **overrides)
-        model.init_weights(seed=seed)
-        return model
-    try:
-        from fourds.models.adapters import build_backbone
-    except ModuleNotFoundError as err:
-        if err.name != "fourds.models.adapters":  # a missing dependency *inside* the adapters: show it
-            raise
-        build_backbone = None
-    if build_backbone is not None:
-        return build_backbone(spec)
-    raise ValueError(
-        f"--backbone {spec!r} is neither a registered model ({', '.join(list_models())}) nor a model "
-        "folder (config.json + model.safetensors); adapter specs need fourds.models.adapters"
-    )
-
-
-def _is_hf_folder(folder: Path) -> bool:
-    """A Hugging Face model folder: its ``config.json`` has ``model_type`` and no fourds ``kind``."""
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and "model_type" in config and "kind" not in config
-
-
-def token_grid(backbone: nn.Module, clip_size: tuple[int, int, int]) -> tuple[int, int, int]:
-    """The ``(T', h, w)`` feature grid for clips of ``clip_size`` (``backbone.grid`` when the backbone
-    resizes its input itself)."""
-    fn = getattr(backbone, "token_grid", None)
-    if callable(fn):
-        return tuple(fn((1, *clip_size, 3)))  # type: ignore[return-value]
-    return tuple(backbone.grid)  # type: ignore[return-value]
+    """:func:`fourds.models.open_backbone` under its earlier name and argument order."""
+    return open_backbone(spec, seed=seed, overrides=overrides, clip_size=clip_size)
 
 
 def fingerprint(module: nn.Module) -> str:
@@ -159,17 +105,14 @@ def head_specs(layers: Sequence[int | float], lrs: Sequence[float], weight_decay
     return list(dict.fromkeys(specs))
 
 
-def default_layers(task: Any, finetune: bool) -> list[float]:
+def default_layers(task: TaskContract, finetune: bool) -> list[float]:
     """The task's readout depth: ``task.layer_fraction`` frozen; finetuning 0.95 except K700 (0.75)."""
     if finetune:
-        frac = getattr(task, "finetune_layer_fraction", None)
-        if frac is None:
-            frac = 0.75 if any(k in task.name.lower() for k in ("k700", "kinetics")) else 0.95
-        return [float(frac)]
+        return [finetune_fraction(task)]
     return [float(task.layer_fraction)]
 
 
-def build_head(task: Any, dim: int, grid: tuple[int, int, int], seed: int, layer: int) -> nn.Module:
+def build_head(task: TaskContract, dim: int, grid: tuple[int, int, int], seed: int, layer: int) -> nn.Module:
     """``task.build_readout(dim, grid)`` initialised from a generator seeded by ``(seed, layer)``."""
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(derive_seed(seed, "probe-readout", layer))  # CPU RNG only
@@ -183,7 +126,7 @@ class ReadoutBank(nn.Module):
     outputs in spec order.
     """
 
-    def __init__(self, task: Any, specs: Sequence[HeadSpec], dim: int, grid: tuple[int, int, int], seed: int) -> None:
+    def __init__(self, task: TaskContract, specs: Sequence[HeadSpec], dim: int, grid: tuple[int, int, int], seed: int) -> None:
         super().__init__()
         self.specs = list(specs)
         self.task_name, self.dim, self.grid = task.name, dim, tuple(grid)
@@ -207,7 +150,7 @@ class FinetuneModel(nn.Module):
     ``forward(video, batch)``: video ``(B, T, H, W, 3)`` float32 in [0, 1]; returns ``[outputs]``.
     """
 
-    def __init__(self, backbone: nn.Module, task: Any, spec: HeadSpec, grid: tuple[int, int, int], seed: int) -> None:
+    def __init__(self, backbone: nn.Module, task: TaskContract, spec: HeadSpec, grid: tuple[int, int, int], seed: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.spec = spec

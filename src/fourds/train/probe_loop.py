@@ -3,16 +3,14 @@
 K heads (one when finetuning), one AdamW with K parameter groups tagged by head, one backward on the
 sum of the K losses (exact: the heads are disjoint and frozen features carry no gradient), per-head
 gradient clipping and per-head divergence (a head whose loss or gradient goes non-finite stops
-training; the others continue). Checkpoints, resume, SIGTERM and the ``FOURDS_FAULT_AT_STEP`` SIGKILL
-hook are the pretraining loop's.
+training; the others continue). The step loop, checkpoints, resume, SIGTERM and the
+``FOURDS_FAULT_AT_STEP`` SIGKILL hook are the shared ones of :mod:`fourds.train.trainer`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,11 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from fourds.tasks.base import TaskContract
 from fourds.train.checkpoint import Checkpointer
 from fourds.train.distributed import DistInfo, all_reduce_mean
 from fourds.train.logger import RunLogger
-from fourds.train.optim import param_groups, warmup_cosine
-from fourds.train.pretrain import FAULT_ENV, NonFiniteLossError, _StopFlag
+from fourds.train.optim import param_groups
 from fourds.train.probe_config import ProbeConfig
 from fourds.train.probe_data import (
     EvalClips,
@@ -40,6 +38,14 @@ from fourds.train.probe_data import (
 )
 from fourds.train.probe_heads import HeadSpec
 from fourds.train.probe_metrics import MetricAccumulator, primary_spec
+from fourds.train.trainer import (
+    Cadence,
+    NonFiniteLossError,
+    Steps,
+    apply_schedule,
+    refuse_existing_checkpoints,
+    run_steps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +70,9 @@ def head_groups(heads: list[nn.Module], specs: list[HeadSpec]) -> list[dict]:
     return groups
 
 
-class HeadTrainer:
-    """Trains ``core.heads`` (and any other trainable parameter of ``core``) for ``cfg.steps`` steps.
+class HeadTrainer(Steps):
+    """Trains ``core.heads`` (and any other trainable parameter of ``core``) for ``cfg.steps`` steps, in
+    the shared step loop (:func:`fourds.train.trainer.run_steps`).
 
     Args:
         cfg: the resolved probe config.
@@ -79,7 +86,7 @@ class HeadTrainer:
         desc: progress-bar label.
     """
 
-    def __init__(self, cfg: ProbeConfig, info: DistInfo, task: Any, out: Path, core: nn.Module,
+    def __init__(self, cfg: ProbeConfig, info: DistInfo, task: TaskContract, out: Path, core: nn.Module,
                  wrapped: nn.Module, optimizer: torch.optim.Optimizer, counter: dict[str, int], desc: str) -> None:
         self.cfg, self.info, self.task, self.out = cfg, info, task, out
         self.core, self.wrapped, self.optimizer, self.counter, self.desc = core, wrapped, optimizer, counter, desc
@@ -89,11 +96,7 @@ class HeadTrainer:
 
     def resume(self) -> int:
         latest = self.ckpt.latest()
-        if latest is not None and not self.cfg.resume:
-            raise ValueError(
-                f"--out {self.out} already holds checkpoints ({latest.name}); pass --resume to continue "
-                "that run, or choose a new --out"
-            )
+        refuse_existing_checkpoints(self.out, latest, self.cfg.resume)
         resumed = self.ckpt.resume(self.core, self.optimizer) if latest is not None else None
         if resumed is None:
             return 0
@@ -103,89 +106,88 @@ class HeadTrainer:
         log.info("resumed %s from %s at step %d", self.desc, latest, int(state["step"]))
         return int(state["step"])
 
-    def set_lrs(self, step: int) -> None:
-        cfg = self.cfg
-        for group in self.optimizer.param_groups:
-            peak = warmup_cosine(step, cfg.steps, cfg.warmup_steps, group["peak_lr"], cfg.min_lr)
-            group["lr"] = peak * group.get("lr_scale", 1.0)
-
-    def save(self, step: int) -> Path:
-        state = {"config": self.cfg.to_dict(), "diverged": self.diverged, "counter": dict(self.counter)}
-        return self.ckpt.save(step, self.core, self.optimizer, state)
-
     def fit(self, loader_for: Callable[[int], Any], step_outputs: Callable[[dict], list[Any]]) -> None:
         """Train from the latest checkpoint (or step 0) to ``cfg.steps``.
 
         Args:
             loader_for: ``start_step → iterable`` of this rank's batches for steps ``start..steps-1``.
             step_outputs: ``batch → [outputs of head k]`` (runs the backbone as the mode needs).
+
+        Raises:
+            StopRequested: SIGTERM/SIGINT (after a checkpoint).
+            NonFiniteLossError: every readout diverged.
         """
         cfg, info = self.cfg, self.info
         start = self.resume()
         if start >= cfg.steps:
             return
-        heads = list(self.core.heads)
-        head_params = [[p for p in h.parameters() if p.requires_grad] for h in heads]
-        in_heads = {id(p) for ps in head_params for p in ps}
-        other = [p for p in self.core.parameters() if p.requires_grad and id(p) not in in_heads]
-        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        logger = RunLogger(self.out, total=cfg.steps, initial=start, enabled=info.is_main,
-                           tensorboard=cfg.tensorboard, desc=self.desc)
-        fault_step = int(os.environ.get(FAULT_ENV, "-1"))
-        batches = iter(loader_for(start))
+        self.head_params = [[p for p in h.parameters() if p.requires_grad] for h in self.core.heads]
+        in_heads = {id(p) for ps in self.head_params for p in ps}
+        self.other = [p for p in self.core.parameters() if p.requires_grad and id(p) not in in_heads]
+        self.max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        self.logger = RunLogger(self.out, total=cfg.steps, initial=start, enabled=info.is_main,
+                                tensorboard=cfg.tensorboard, desc=self.desc)
+        self.step_outputs = step_outputs
+        self.batches = iter(loader_for(start))
         self.wrapped.train()
-        step = start
         try:
-            with _StopFlag() as stop:
-                while step < cfg.steps:
-                    if step == fault_step:
-                        os.kill(os.getpid(), signal.SIGKILL)
-                    t0 = time.perf_counter()
-                    self.set_lrs(step)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    batch = to_device(next(batches), info.device)
-                    outputs = step_outputs(batch)
-                    losses = [self.task.loss(float_outputs(o), batch) for o in outputs]
-                    # A diverged head keeps a zero-gradient dependence so DDP still sees its parameters used.
-                    total = sum(sum((p * 0).sum() for p in head_params[k]) if self.diverged[k] else losses[k]
-                                for k in range(len(losses)))
-                    total.backward()
-                    # Gradients are already averaged over ranks by DDP, so every rank decides alike. One host
-                    # read per step for the K losses and K + 1 gradient norms together.
-                    zero = torch.zeros((), device=info.device)
-                    norm_t = [torch.nn.utils.clip_grad_norm_(ps, max_norm) if ps else zero for ps in head_params]
-                    other_t = torch.nn.utils.clip_grad_norm_(other, float("inf")) if other else zero
-                    read = torch.cat([all_reduce_mean(torch.stack([l.detach().float() for l in losses])),
-                                      torch.stack([n.float() for n in norm_t]), other_t.float().reshape(1)]).tolist()
-                    k_heads = len(losses)
-                    loss_values, norms, other_norm = read[:k_heads], read[k_heads:2 * k_heads], read[-1]
-                    for k, spec in enumerate(self.specs):
-                        finite = math.isfinite(loss_values[k]) and math.isfinite(norms[k]) and math.isfinite(other_norm)
-                        if not finite and not self.diverged[k]:
-                            self.diverged[k] = True
-                            logger.write(f"{spec.name}: non-finite loss ({loss_values[k]}) or gradient norm "
-                                         f"({norms[k]}) at step {step}; this readout stops training")
-                    if all(self.diverged):
-                        last = self.ckpt.latest()
-                        raise NonFiniteLossError(
-                            f"every readout diverged by step {step} (non-finite loss or gradient norm); last "
-                            f"good checkpoint: {last if last else 'none yet'}. Try lower --lrs or --grad-clip 1.0."
-                        )
-                    for k, params in enumerate(head_params):
-                        if self.diverged[k]:
-                            for p in params:
-                                p.grad = None  # AdamW skips parameters without a gradient
-                    self.optimizer.step()
-                    step += 1
-                    logger.advance()
-                    if step % cfg.log_every == 0 or step == cfg.steps:
-                        self._log(logger, step, time.perf_counter() - t0, loss_values, norms, other_norm if other else None)
-                    if step % cfg.save_every == 0 or step == cfg.steps or stop.requested:
-                        logger.write(f"saved {self.save(step)}")
-                    if stop.requested:
-                        raise StopRequested(f"stopped at step {step} on request; continue with --resume")
+            # The step reads its K losses and norms on the host anyway: ranks may agree on a stop at every step.
+            step, stopped = run_steps(self, start, Cadence.of(cfg), info, self.logger, sync_every_step=True)
+            if stopped:
+                raise StopRequested(f"stopped at step {step} on request; continue with --resume")
         finally:
-            logger.close()
+            self.logger.close()
+
+    def step(self, step: int) -> None:
+        info = self.info
+        self.t0 = time.perf_counter()
+        apply_schedule(self.optimizer, step, self.cfg)  # every group at its own peak_lr
+        self.optimizer.zero_grad(set_to_none=True)
+        batch = to_device(next(self.batches), info.device)
+        outputs = self.step_outputs(batch)
+        losses = [self.task.loss(float_outputs(o), batch) for o in outputs]
+        # A diverged head keeps a zero-gradient dependence so DDP still sees its parameters used.
+        total = sum(sum((p * 0).sum() for p in self.head_params[k]) if self.diverged[k] else losses[k]
+                    for k in range(len(losses)))
+        total.backward()
+        # Gradients are already averaged over ranks by DDP, so every rank decides alike. One host read per
+        # step for the K losses and K + 1 gradient norms together.
+        zero = torch.zeros((), device=info.device)
+        norm_t = [torch.nn.utils.clip_grad_norm_(ps, self.max_norm) if ps else zero for ps in self.head_params]
+        other_t = torch.nn.utils.clip_grad_norm_(self.other, float("inf")) if self.other else zero
+        read = torch.cat([all_reduce_mean(torch.stack([l.detach().float() for l in losses])),
+                          torch.stack([n.float() for n in norm_t]), other_t.float().reshape(1)]).tolist()
+        k_heads = len(losses)
+        self.loss_values, self.norms, self.other_norm = read[:k_heads], read[k_heads:2 * k_heads], read[-1]
+        self._mark_diverged(step)
+        for k, params in enumerate(self.head_params):
+            if self.diverged[k]:
+                for p in params:
+                    p.grad = None  # AdamW skips parameters without a gradient
+        self.optimizer.step()
+
+    def _mark_diverged(self, step: int) -> None:
+        """Heads whose loss or gradient norm went non-finite stop training; all of them: the run stops."""
+        for k, spec in enumerate(self.specs):
+            values = (self.loss_values[k], self.norms[k], self.other_norm)
+            if not all(math.isfinite(v) for v in values) and not self.diverged[k]:
+                self.diverged[k] = True
+                self.logger.write(f"{spec.name}: non-finite loss ({self.loss_values[k]}) or gradient norm "
+                                  f"({self.norms[k]}) at step {step}; this readout stops training")
+        if all(self.diverged):
+            last = self.ckpt.latest()
+            raise NonFiniteLossError(
+                f"every readout diverged by step {step} (non-finite loss or gradient norm); last "
+                f"good checkpoint: {last if last else 'none yet'}. Try lower --lrs or --grad-clip 1.0."
+            )
+
+    def log(self, step: int) -> None:
+        self._log(self.logger, step, time.perf_counter() - self.t0, self.loss_values, self.norms,
+                  self.other_norm if self.other else None)
+
+    def save(self, step: int, last: bool) -> None:
+        state = {"config": self.cfg.to_dict(), "diverged": self.diverged, "counter": dict(self.counter)}
+        self.logger.write(f"saved {self.ckpt.save(step, self.core, self.optimizer, state)}")
 
     def _log(self, logger: RunLogger, step: int, dt: float, losses: list[float], norms: list[float],
              other_norm: float | None) -> None:
@@ -202,14 +204,14 @@ class HeadTrainer:
 
 
 @torch.no_grad()
-def evaluate(task: Any, outputs_of: Callable[[dict], list[Any]], loader: Any, num_heads: int,
+def evaluate(task: TaskContract, outputs_of: Callable[[dict], list[Any]], loader: Any, num_heads: int,
              info: DistInfo) -> list[dict[str, float]]:
     """Every head's data-set metrics on one split (each rank evaluates its shard; gathered)."""
     return [acc.reduce() for acc in _accumulate(task, outputs_of, loader, num_heads, info)]
 
 
 @torch.no_grad()
-def evaluate_with_samples(task: Any, outputs_of: Callable[[dict], list[Any]], loader: Any, num_heads: int,
+def evaluate_with_samples(task: TaskContract, outputs_of: Callable[[dict], list[Any]], loader: Any, num_heads: int,
                           info: DistInfo, indices: list[int]) -> tuple[list[dict[str, float]], list[dict[str, Any]]]:
     """:func:`evaluate`, and every head's primary metric per evaluated sample in ``indices`` order
     (``{"metric", "indices", "values"[, "weights"]}``: what a paired bootstrap over the split resamples)."""
@@ -227,7 +229,7 @@ def evaluate_with_samples(task: Any, outputs_of: Callable[[dict], list[Any]], lo
     return [acc.reduce() for acc in accs], samples
 
 
-def _accumulate(task: Any, outputs_of: Callable[[dict], list[Any]], loader: Any, num_heads: int,
+def _accumulate(task: TaskContract, outputs_of: Callable[[dict], list[Any]], loader: Any, num_heads: int,
                 info: DistInfo) -> list[MetricAccumulator]:
     accs = [MetricAccumulator(task) for _ in range(num_heads)]
     for batch, counts in loader:
@@ -246,7 +248,7 @@ def eval_loader(load_clips: Callable[[int], list[dict]], indices: list[int], bat
                        collate_clips(collate_fn()), num_workers, info.device.type == "cuda")
 
 
-def select(task: Any, configs: list[dict[str, Any]]) -> int | None:
+def select(task: TaskContract, configs: list[dict[str, Any]]) -> int | None:
     """Index of the best non-diverged configuration on ``val`` by the task's primary metric."""
     spec, key = primary_spec(task)
     best = None

@@ -11,16 +11,17 @@ import torch.distributed as dist
 from torch import Tensor
 
 from fourds.metrics import MetricSpec, metric_spec, reduce
+from fourds.tasks.base import TaskContract, declared_metric_specs
 
 log = logging.getLogger(__name__)
 
 _WEIGHT_SUFFIXES = ("/weight", "_weight")
 
 
-def spec_for(task: Any, key: str) -> MetricSpec | None:
+def spec_for(task: TaskContract, key: str) -> MetricSpec | None:
     """The task's declared spec of metric ``key`` (``task.metric_specs`` as a mapping or a sequence of
     :class:`MetricSpec`), else the library's by suffix (:func:`fourds.metrics.metric_spec`), else None."""
-    specs = getattr(task, "metric_specs", None)
+    specs = declared_metric_specs(task)
     if isinstance(specs, Mapping) and key in specs:
         return specs[key]
     if isinstance(specs, (list, tuple)):
@@ -33,7 +34,7 @@ def spec_for(task: Any, key: str) -> MetricSpec | None:
         return None
 
 
-def primary_spec(task: Any) -> tuple[MetricSpec, str]:
+def primary_spec(task: TaskContract) -> tuple[MetricSpec, str]:
     key = task.primary_metric
     spec = spec_for(task, key)
     if spec is None:
@@ -59,7 +60,7 @@ class MetricAccumulator:
     ``<key>/weight`` entries of the metrics dict.
     """
 
-    def __init__(self, task: Any) -> None:
+    def __init__(self, task: TaskContract) -> None:
         self.task = task
         self.values: dict[str, list[Tensor]] = {}
         self.weights: dict[str, list[Tensor]] = {}

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from fourds.fileio import atomic_path
+from fourds.tasks.base import TaskContract, class_names, prediction_fn
 from fourds.train.probe_data import collate_fn, task_clips, to_device
 
 log = logging.getLogger(__name__)
@@ -44,22 +45,22 @@ def motion_class_name(label: int, num_classes: int) -> str:
     return f"{degrees:g}°"
 
 
-def class_name(task: Any, label: int) -> str:
+def class_name(task: TaskContract, label: int) -> str:
     """A readable name for class ``label`` of ``task``: ``task.class_names[label]`` when the task has
     them, the motion direction for the synthetic motion task (``num_classes`` directions), else the
     number as text."""
-    names = getattr(task, "class_names", None)
+    names = class_names(task)
     if names is not None and 0 <= label < len(names):
         return str(names[label])
-    if getattr(task, "name", "") == "synth_motion" and getattr(task, "num_classes", 0) > label >= 0:
+    if task.name == "synth_motion" and getattr(task, "num_classes", 0) > label >= 0:  # a SynthMotionTask field
         return motion_class_name(label, task.num_classes)
     return str(label)
 
 
-def predictions(task: Any, outputs: Any, batch: dict[str, Any]) -> dict[str, Tensor]:
+def predictions(task: TaskContract, outputs: Any, batch: dict[str, Any]) -> dict[str, Tensor]:
     """Task outputs → the prediction dict described in the module docstring (may be empty)."""
-    fn = getattr(task, "predictions", None)
-    if callable(fn):
+    fn = prediction_fn(task)
+    if fn is not None:
         return dict(fn(outputs, batch))
     if isinstance(outputs, dict):
         return {k: v for k, v in outputs.items() if k in ("depth", "tracks", "visible", "boxes", "relative_pose", "label", "logits")}
@@ -184,7 +185,7 @@ def _np(t: Tensor | None) -> np.ndarray | None:
     return None if t is None else t.detach().float().cpu().numpy() if t.is_floating_point() else t.detach().cpu().numpy()
 
 
-def visualize_sample(task: Any, sample: dict[str, Any], pred: dict[str, Tensor], path: Path) -> Path | None:
+def visualize_sample(task: TaskContract, sample: dict[str, Any], pred: dict[str, Tensor], path: Path) -> Path | None:
     """One figure for one sample (index 0 of the batch dims already removed); None if nothing to draw."""
     import matplotlib
 
@@ -255,7 +256,7 @@ def visualize_sample(task: Any, sample: dict[str, Any], pred: dict[str, Tensor],
 
 
 @torch.no_grad()
-def visualize(task: Any, predict: Callable[[dict], Any], dataset: Any, indices: Sequence[int], folder: Path,
+def visualize(task: TaskContract, predict: Callable[[dict], Any], dataset: Any, indices: Sequence[int], folder: Path,
               device: torch.device) -> list[Path]:
     """Run ``predict`` (the chosen readout) on the first clip of each sample and draw it."""
     load = task_clips(task, dataset)
