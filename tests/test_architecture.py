@@ -117,8 +117,7 @@ def test_the_training_loops_have_no_function_over_80_lines() -> None:
 def test_no_private_name_is_imported_across_modules() -> None:
     import ast
 
-    # diagnostics/ladder.py takes demo.config's _task_overrides: the demo package belongs to another branch.
-    allowed = {("diagnostics/ladder.py", "_task_overrides")}
+    allowed: set[tuple[str, str]] = set()
     found = []
     for path in SRC.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

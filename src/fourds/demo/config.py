@@ -195,7 +195,8 @@ _NO_ZOOM = {"synth_pose": {"short_side_factor": 1.0}, "synth_depth": {"short_sid
             "synth_motion": {"short_side_factor": 1.0}}
 
 
-def _task_overrides() -> dict[str, dict[str, Any]]:
+def readout_settings() -> dict[str, dict[str, Any]]:
+    """Every synthetic task's readout settings in the demo (widths, query options, no zoom), by task name."""
     return {t: {**_READOUTS.get(t, {}), **_NO_ZOOM.get(t, {})} for t in TASKS}
 
 
@@ -221,7 +222,7 @@ def default_recipe() -> DemoRecipe:
         probe_steps=100,
         probe_warmup=10,
         perframe=("micro",),
-        task_overrides=_task_overrides(),
+        task_overrides=readout_settings(),
         task_probe_steps={"synth_pose": 300, "synth_depth": 300},
         visualize_models=("micro",),
         workers=2,
@@ -246,7 +247,7 @@ def quick_recipe() -> DemoRecipe:
         ],
         perframe=("micro",),
         task_overrides={t: {**o, "channels": 32, "num_heads": 2, **({"embed_dim": 32} if "embed_dim" in o else {})}
-                        for t, o in _task_overrides().items()},
+                        for t, o in readout_settings().items()},
         probe_steps=6,
         probe_batch=4,
         probe_warmup=2,
@@ -295,7 +296,7 @@ def gpu_recipe() -> DemoRecipe:
             ModelRecipe("micro", "4ds-micro", dict(tiny), steps=3000, batch_size=128, lr=1e-3, warmup_steps=300),
         ],
         perframe=("micro",),
-        task_overrides=_task_overrides(),
+        task_overrides=readout_settings(),
         probe_steps=400,
         probe_batch=64,
         probe_warmup=40,

@@ -122,9 +122,9 @@ class LadderConfig:
 
 def demo_task_overrides() -> dict[str, dict[str, Any]]:
     """The demo's per-task readout settings (widths, query frequency, offsets, depth patch, no zoom)."""
-    from fourds.demo.config import _task_overrides
+    from fourds.demo.config import readout_settings
 
-    return _task_overrides()
+    return readout_settings()
 
 
 def build_task(cfg: LadderConfig, name: str) -> Any:
