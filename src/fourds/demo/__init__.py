@@ -6,6 +6,7 @@ per-frame baseline → a Table-2-shaped results table (mean ± std over readout 
 from the numbers, plots and pictures. ``docs/demo.md`` describes the outputs and the recipe.
 """
 
+from fourds.demo.blank import BlankBackbone
 from fourds.demo.config import (
     RECIPES,
     DemoRecipe,
@@ -19,5 +20,5 @@ from fourds.demo.config import (
 from fourds.demo.features import FeatureMemo, clip_key
 from fourds.demo.run import run_demo
 
-__all__ = ["RECIPES", "DemoRecipe", "FeatureMemo", "ModelRecipe", "clip_key", "default_recipe", "get_recipe", "gpu_recipe",
+__all__ = ["RECIPES", "BlankBackbone", "DemoRecipe", "FeatureMemo", "ModelRecipe", "clip_key", "default_recipe", "get_recipe", "gpu_recipe",
            "long_recipe", "quick_recipe", "run_demo"]
