@@ -1,6 +1,6 @@
 """Sweep cost of the frozen probe: K = 6 readouts on one backbone pass vs K = 1, 4DS-B at 16x224x224.
 
-Runs the real probe loop (:func:`fourds.train.probe.run_probe`, frozen, on random clips) and reads the
+Runs the real probe loop (:func:`fourds.probe.run_probe`, frozen, on random clips) and reads the
 per-step times it logs (``metrics.jsonl``, ``step_time_s``), skipping the first (warm-up) step. K = 6 is
 3 learning rates x 2 layers (0.75 and 0.95 depth), so the backbone runs to the same depth as K = 1
 (layer 0.95). Two readouts from the paper's Table 6, built at 4DS-B's width:
@@ -30,8 +30,8 @@ from torch import Tensor, nn
 
 from fourds.models import create
 from fourds.readouts import AttentionReadout
-from fourds.train.probe import run_probe
-from fourds.train.probe_config import ProbeConfig
+from fourds.probe.protocol import run_probe
+from fourds.probe.config import ProbeConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._report import figure, result  # noqa: E402

@@ -184,9 +184,9 @@ def build_manifest(folder: Path) -> None:
 def build_results(folder: Path) -> None:
     from probe_toy import ToyTask
 
-    from fourds.train.probe import run_probe
-    from fourds.train.probe_config import ProbeConfig
-    from fourds.train.probe_heads import resolve_backbone
+    from fourds.probe.protocol import run_probe
+    from fourds.probe.config import ProbeConfig
+    from fourds.probe.protocol import resolve_backbone
 
     overrides = {"depth": 2, "dim": 32, "num_heads": 2, "mlp_dim": 64}
     cfg = ProbeConfig(backbone="4ds-tiny", backbone_overrides=overrides, out=str(folder / "probe"), steps=2,

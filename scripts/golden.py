@@ -49,8 +49,8 @@ def run_all(out: Path) -> None:
     from fourds.train import PretrainConfig, pretrain
     from fourds.train.distill import distill
     from fourds.train.distill_config import DistillConfig
-    from fourds.train.probe import run_probe
-    from fourds.train.probe_config import ProbeConfig
+    from fourds.probe.protocol import run_probe
+    from fourds.probe.config import ProbeConfig
 
     torch.set_num_threads(1)
     model = pretrain(PretrainConfig(model="4ds-tiny", model_overrides=TINY, data="random", out=str(out / "pretrain"),

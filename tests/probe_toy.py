@@ -83,8 +83,8 @@ class ToyTask:
 
 if __name__ == "__main__":
     from fourds.train.distributed import shutdown_distributed
-    from fourds.train.probe import run_probe
-    from fourds.train.probe_config import ProbeConfig
+    from fourds.probe.protocol import run_probe
+    from fourds.probe.config import ProbeConfig
 
     out, *pairs = sys.argv[1:]
     kw = {k: json.loads(v) for k, v in (p.split("=", 1) for p in pairs)}

@@ -16,8 +16,8 @@ transformers = pytest.importorskip("transformers")
 from fourds.models import Backbone, create, save_model  # noqa: E402
 from fourds.models.adapters import MissingExtraError, PerFrame, build_backbone, parse_spec  # noqa: E402
 from fourds.models.adapters.base import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from fourds.train.probe import run_probe  # noqa: E402
-from fourds.train.probe_config import ProbeConfig  # noqa: E402
+from fourds.probe.protocol import run_probe  # noqa: E402
+from fourds.probe.config import ProbeConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from probe_toy import ToyTask  # noqa: E402
@@ -258,7 +258,7 @@ def test_probe_accepts_adapter_specs(hf_models, tmp_path, backbone):
 
 
 def test_a_save_pretrained_folder_needs_no_hf_prefix(hf_models):
-    from fourds.train.probe_heads import resolve_backbone
+    from fourds.probe.protocol import resolve_backbone
 
     backbone = resolve_backbone(str(hf_models["vjepa2"]))
     assert backbone.num_layers == LAYERS and tuple(backbone.grid) == (2, 4, 4)

@@ -11,8 +11,8 @@ from torch import nn
 from fourds.models import Backbone
 from fourds.models.adapters import BackboneAdapter, collect_layers, normalise, resize_frames
 from fourds.models.adapters.base import pad_frames, resample_frames
-from fourds.train.probe import run_probe
-from fourds.train.probe_config import ProbeConfig
+from fourds.probe.protocol import run_probe
+from fourds.probe.config import ProbeConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from probe_toy import ToyTask  # noqa: E402

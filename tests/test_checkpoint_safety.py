@@ -425,8 +425,8 @@ def test_state_file_errors_say_what_is_wrong_and_never_unpickle(tmp_path):
 
 
 def test_probe_resume_falls_back_past_a_damaged_checkpoint(tmp_path, caplog):
-    from fourds.train.probe import run_probe
-    from fourds.train.probe_config import ProbeConfig
+    from fourds.probe.protocol import run_probe
+    from fourds.probe.config import ProbeConfig
 
     sys.path.insert(0, str(Path(__file__).parent))
     from probe_toy import ToyTask

@@ -94,9 +94,9 @@ def _examples(text: str, flag: str) -> list[list[str]]:
     ("pretrain", "--model-overrides", "model_overrides", "fourds.train.config.PretrainConfig"),
     ("distill", "--student-overrides", "student_overrides", "fourds.train.distill_config.DistillConfig"),
     ("distill", "--teacher-overrides", "teacher_overrides", "fourds.train.distill_config.DistillConfig"),
-    ("probe", "--backbone-overrides", "backbone_overrides", "fourds.train.probe_config.ProbeConfig"),
-    ("probe", "--task-overrides", "task_overrides", "fourds.train.probe_config.ProbeConfig"),
-    ("probe", "--data-kwargs", "data_kwargs", "fourds.train.probe_config.ProbeConfig"),
+    ("probe", "--backbone-overrides", "backbone_overrides", "fourds.probe.config.ProbeConfig"),
+    ("probe", "--task-overrides", "task_overrides", "fourds.probe.config.ProbeConfig"),
+    ("probe", "--data-kwargs", "data_kwargs", "fourds.probe.config.ProbeConfig"),
 ])
 def test_the_examples_in_the_help_of_dict_flags_parse(command, flag, field, cls_path):
     import importlib
@@ -161,7 +161,7 @@ def test_synth_preview_says_what_it_wrote(tmp_path, capsys):
 
 
 def test_motion_class_names():
-    from fourds.train.probe_visualize import motion_class_name
+    from fourds.probe.visualize import motion_class_name
 
     assert [motion_class_name(c, 8) for c in range(8)] == [
         "right", "up-right", "up", "up-left", "left", "down-left", "down", "down-right"]

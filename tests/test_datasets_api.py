@@ -12,7 +12,7 @@ from fourds.cli import main as cli
 from fourds.data.datasets import DATASETS, TASK_PROTOCOLS, DatasetLayoutError, list_datasets, open_dataset, task_dataset
 from fourds.data.datasets.base import ClipDataset
 from fourds.seeding import derive_seed
-from fourds.train.probe_data import TrainDraws
+from fourds.probe.data import TrainDraws
 
 
 class Counting(ClipDataset):
@@ -146,7 +146,7 @@ def test_data_check_cli_counts_missing_coverage_and_bad_files(tmp_path, capsys):
 
 
 def test_probe_cli_passes_data_root(tmp_path, monkeypatch):
-    import fourds.train.probe as probe
+    import fourds.probe.protocol as probe
 
     got = {}
 

@@ -16,8 +16,8 @@ from fourds.demo.features import FeatureMemo, clip_key
 from fourds.demo.results import Cell, best_labels, collect, compare, comparisons, markdown_table, verdict_line
 from fourds.demo.scenes import POOL_KEYS, render_pool
 from fourds.models import create
-from fourds.train.probe import run_probe
-from fourds.train.probe_config import ProbeConfig
+from fourds.probe.protocol import run_probe
+from fourds.probe.config import ProbeConfig
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TINY = {"depth": 2, "dim": 32, "num_heads": 2, "mlp_dim": 64, "input_size": (4, 32, 32), "patch_size": (2, 16, 16)}

@@ -24,8 +24,8 @@ from fourds.train.distill import (
     teacher_targets,
 )
 from fourds.train.distill_config import PAPER_TEACHER_LAYERS, DistillConfig
-from fourds.train.probe import run_probe
-from fourds.train.probe_config import ProbeConfig
+from fourds.probe.protocol import run_probe
+from fourds.probe.config import ProbeConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from probe_toy import ToyTask  # noqa: E402

@@ -12,7 +12,7 @@ import pytest
 from fourds.demo import plots
 from fourds.demo.report import kinds_text
 from fourds.demo.results import Cell
-from fourds.train.probe_visualize import boxes_legend, class_name, points_legend
+from fourds.probe.visualize import boxes_legend, class_name, points_legend
 
 
 def _cell(*values: float, direction: str = "higher", units: str = "fraction") -> Cell:

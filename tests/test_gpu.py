@@ -109,8 +109,8 @@ def test_distill_on_cuda(tmp_path):
 
 @pytest.mark.parametrize("mode", ["frozen", "finetune"])
 def test_probe_on_cuda(tmp_path, mode):
-    from fourds.train.probe import run_probe
-    from fourds.train.probe_config import ProbeConfig
+    from fourds.probe.protocol import run_probe
+    from fourds.probe.config import ProbeConfig
 
     cfg = ProbeConfig(backbone="4ds-tiny", backbone_overrides=TINY, out=str(tmp_path / "run"), steps=6, batch_size=4,
                       warmup_steps=2, lrs=[1e-3], layers=[2], save_every=3, log_every=1, tensorboard=False,

@@ -31,7 +31,7 @@ def test_a_registered_name_is_random_init_from_the_seed_for_the_clip_size() -> N
 
 
 def test_the_old_name_resolve_backbone_opens_the_same_model() -> None:
-    from fourds.train.probe_heads import resolve_backbone
+    from fourds.probe.protocol import resolve_backbone
 
     assert _same(resolve_backbone("4ds-tiny", TINY, 5, (4, 32, 32)),
                  open_backbone("4ds-tiny", seed=5, overrides=TINY, clip_size=(4, 32, 32)))

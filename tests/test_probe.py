@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from fourds.models import create
-from fourds.train.probe import run_probe
-from fourds.train.probe_config import ProbeConfig
+from fourds.probe.protocol import run_probe
+from fourds.probe.config import ProbeConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from probe_toy import ToyTask  # noqa: E402

@@ -4,8 +4,8 @@ import torch
 
 from fourds.models import load_module
 from fourds.tasks import get_task
-from fourds.train.probe import save_head
-from fourds.train.probe_heads import HeadSpec
+from fourds.probe.sweep import save_head
+from fourds.probe.sweep import HeadSpec
 
 
 def test_head_trained_with_task_overrides_reloads_with_them(tmp_path):

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from fourds.cli import main
-from fourds.train.probe import run_probe
-from fourds.train.probe_config import ProbeConfig
-from fourds.train.probe_heads import resolve_backbone
+from fourds.probe.protocol import run_probe
+from fourds.probe.config import ProbeConfig
+from fourds.probe.protocol import resolve_backbone
 
 sys.path.insert(0, str(Path(__file__).parent))
 from probe_toy import ToyTask  # noqa: E402
@@ -48,7 +48,7 @@ def test_report_names_a_folder_without_results(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]) == 1
     assert "no results.json" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="no results.json under"):
-        from fourds.train.probe_report import write_report
+        from fourds.probe.report import write_report
         write_report([tmp_path / "empty"], tmp_path / "r")
 
 
@@ -61,7 +61,7 @@ def test_probe_command_parses_sweeps_and_prints_the_choice(tmp_path, monkeypatch
             {"name": "a", "val": {"m": 1.0}, "test": {"m": 2.0}, "diverged": False},
             {"name": "b", "val": {"m": 0.5}, "test": {"m": 0.7}, "diverged": False}]}
 
-    monkeypatch.setattr("fourds.train.probe.run_probe", fake_run_probe)
+    monkeypatch.setattr("fourds.probe.protocol.run_probe", fake_run_probe)
     code = main(["probe", "--backbone", "4ds-tiny", "--task", "synth_depth", "--lrs", "1e-4,3e-4", "1e-3",
                  "--layers", "0.5", "-1", "--finetune", "--backbone-overrides", "depth=2", "--out", str(tmp_path)])
     assert code == 0

@@ -4,7 +4,7 @@ import csv
 import json
 
 from fourds.cli import main
-from fourds.train.probe_report import backbone_labels, layer_curves
+from fourds.probe.report import backbone_labels, layer_curves
 
 
 def result(backbone: str, params: int, value: float, mode: str = "frozen", depths=(0.5, 1.0)) -> dict:

@@ -9,8 +9,8 @@ import pytest
 
 from fourds.cli import main
 from fourds.train.optim import warmup_cosine
-from fourds.train.probe import run_probe
-from fourds.train.probe_config import ProbeConfig
+from fourds.probe.protocol import run_probe
+from fourds.probe.config import ProbeConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from probe_toy import ToyTask  # noqa: E402
@@ -46,7 +46,7 @@ def test_several_lengths_need_finetune_and_the_cli_parses_them(tmp_path, monkeyp
         seen["cfg"] = cfg
         return {"primary_metric": "m", "chosen": None, "configs": []}
 
-    monkeypatch.setattr("fourds.train.probe.run_probe", fake_run_probe)
+    monkeypatch.setattr("fourds.probe.protocol.run_probe", fake_run_probe)
     assert main(["probe", "--finetune", "--steps", "20000", "40000,80000", "--out", str(tmp_path)]) == 0
     assert seen["cfg"].steps == [20000, 40000, 80000]
     assert main(["probe", "--steps", "500", "--out", str(tmp_path)]) == 0 and seen["cfg"].steps == 500

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fourds import tasks
-from fourds.train.probe_metrics import primary_spec
+from fourds.probe.metrics import primary_spec
 from fourds.cli import main
 
 SYNTH = [name for name in tasks.list_tasks() if name.startswith("synth_")]

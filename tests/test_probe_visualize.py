@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fourds.train.probe_visualize import _as_pose, predictions, visualize_sample
+from fourds.probe.visualize import _as_pose, predictions, visualize_sample
 
 
 class Named:

@@ -12,7 +12,7 @@ import fourds.models
 from fourds.cli import main
 from fourds.models import create, load, save_model
 from fourds.train import PretrainConfig
-from fourds.train.probe_heads import resolve_backbone
+from fourds.probe.protocol import resolve_backbone
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from fourds.models import create
 from fourds.tasks import TABLE6_PARAMS, count_readout_params, get_task, list_tasks, relative_pose, select_frames
 from fourds.tasks.perception_test import huber, predicted_visible
 from fourds.tasks.waymo import filter_boxes
-from fourds.train.probe_metrics import MetricAccumulator
+from fourds.probe.metrics import MetricAccumulator
 
 REAL = ["ssv2", "k700", "re10k", "perception_test", "waymo", "scannet"]
 SYNTH = ["synth_tracking", "synth_boxes", "synth_pose", "synth_depth", "synth_motion"]

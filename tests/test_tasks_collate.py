@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fourds.data.collate import collate_samples
-from fourds.train.probe_data import collate_fn
+from fourds.probe.data import collate_fn
 
 
 def sample(p: int, o: int, t: int = 3, label: int = 1, name: str = "a") -> dict:

@@ -253,7 +253,7 @@ def test_synthetic_tasks_use_their_real_counterparts_design(name: str, real: str
 
 
 def test_augment_false_makes_training_deterministic_for_the_feature_cache() -> None:
-    from fourds.train.feature_cache import check_deterministic
+    from fourds.probe.cache import check_deterministic
 
     sample = tiny("synth_depth").dataset("train")[0]
     check_deterministic(tiny("synth_depth", augment=False), sample, draws=3)

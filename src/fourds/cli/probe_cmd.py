@@ -26,7 +26,7 @@ def _split(values: list[str] | None) -> list[str] | None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from fourds.train.probe_config import DEVICES, PRECISIONS, SELECT_ON, ProbeConfig
+    from fourds.probe.config import DEVICES, PRECISIONS, SELECT_ON, ProbeConfig
 
     p = subparsers.add_parser(
         "probe", formatter_class=HelpFormatter,
@@ -53,8 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fourds.models.backbone import parse_layer_spec
     from fourds.train.distributed import shutdown_distributed
-    from fourds.train.probe import run_probe
-    from fourds.train.probe_config import ProbeConfig
+    from fourds.probe.protocol import run_probe
+    from fourds.probe.config import ProbeConfig
 
     cfg = dataclass_from_args(ProbeConfig, args)
     # --resume continues the saved run: only the flags given here may override it (see run_probe()).

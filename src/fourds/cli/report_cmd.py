@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fourds.train.probe_report import write_report
+    from fourds.probe.report import write_report
 
     written = write_report(args.runs, args.out)
     print(f"{written['runs']} run(s) → {written['markdown']}, {written['csv']}, "

@@ -91,7 +91,7 @@ def run_preview(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from fourds.data.synthetic.preview import write_preview
-    from fourds.train.probe_visualize import motion_class_name
+    from fourds.probe.visualize import motion_class_name
 
     ds = _dataset(args, args.num_tracks or args.preview_tracks)
     out = Path(args.out)

@@ -6,7 +6,7 @@ random initialisation and from the floor as pretraining and readout training gro
 trend says a missing task would need. One model of the recipe is pretrained once with checkpoints at the
 asked steps (step 0 is the run's own step-0 weights, the random-init row); each checkpoint's encoder
 encodes the pool once (:class:`fourds.demo.FeatureMemo`) and is probed, per task and readout length, with
-the recipe's readouts and seeds (``fourds.train.probe.run_probe``, frozen). Runs are kept and skipped
+the recipe's readouts and seeds (``fourds.probe.run_probe``, frozen). Runs are kept and skipped
 when rerun, like the demo's. ``benchmarks/bench_demo_curves.py`` is the command.
 """
 
@@ -73,7 +73,7 @@ def _summary(values: list[float]) -> dict[str, Any]:
 
 def _probe(recipe: DemoRecipe, out: Path, label: str, backbone: Any, pools: Pools, task_name: str,
            steps: int) -> dict[str, Any]:
-    from fourds.train.probe import run_probe
+    from fourds.probe.protocol import run_probe
 
     sized = dataclasses.replace(recipe, probe_steps=steps, probe_warmup=max(1, round(recipe.probe_warmup * steps / recipe.probe_steps)),
                                 task_probe_steps={}, visualize=0)
@@ -121,7 +121,7 @@ def learning_curves(recipe: DemoRecipe, out: str | Path, plan: CurvePlan | None 
                               "probe_batch": recipe.probe_batch, "eval_split": recipe.eval_split,
                               "points": points, "readout_steps": list(plan.readout_steps), "seeds": list(recipe.seeds),
                               "tasks": {}}
-    from fourds.train.probe_metrics import primary_spec
+    from fourds.probe.metrics import primary_spec
 
     for name in tasks:
         task = built[name]

@@ -5,7 +5,7 @@ hash of the clip's exact float32 pixels: whenever a probe run asks for the featu
 seen (another task reading the same clip, another readout seed, the evaluation pass), the stored
 tensors come back, bit-identical to what the backbone would compute (it runs in eval mode under
 ``no_grad``, and a batch's clips do not interact). It sits behind the Backbone contract, so the probe
-(``fourds.train.probe.run_probe(..., backbone=memo)``) is unchanged; unlike the probe's
+(``fourds.probe.run_probe(..., backbone=memo)``) is unchanged; unlike the probe's
 ``--feature-cache`` (keyed per task), one backbone pass serves all five synthetic tasks.
 
 The memo saves to and loads from one safetensors file, so an interrupted demo does not recompute it.

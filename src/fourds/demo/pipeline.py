@@ -257,7 +257,7 @@ def entries(recipe: DemoRecipe, out: Path) -> list[Entry]:
 # ------------------------------------------------------------------------------------------ features
 def task_layers(task: Any, num_layers: int) -> list[int]:
     from fourds.models.backbone import resolve_layers
-    from fourds.train.probe_heads import default_layers
+    from fourds.probe.sweep import default_layers
 
     return resolve_layers(default_layers(task, False), num_layers)
 
@@ -265,7 +265,7 @@ def task_layers(task: Any, num_layers: int) -> list[int]:
 def distinct_clips(recipe: DemoRecipe, pools: Pools) -> list[torch.Tensor]:
     """Every distinct clip video (float32) any task's training or evaluation transform produces on the
     pool (with the recipe's identical geometry, one per scene)."""
-    from fourds.train.probe_data import task_clips
+    from fourds.probe.data import task_clips
 
     seen: dict[str, torch.Tensor] = {}
     for name in recipe.tasks:
@@ -304,7 +304,7 @@ def probe_dir(out: Path, label: str, task: str, seed: int) -> Path:
 
 
 def probe_config(recipe: DemoRecipe, entry: Entry, task_name: str, seed: int, out: Path) -> Any:
-    from fourds.train.probe_config import ProbeConfig
+    from fourds.probe.config import ProbeConfig
 
     steps, warmup = recipe.steps_for(task_name)
     draw = recipe.visualize if (seed == recipe.seeds[0] and entry.label in recipe.visualize_models) else 0
@@ -321,7 +321,7 @@ def probe_config(recipe: DemoRecipe, entry: Entry, task_name: str, seed: int, ou
 def run_probes(recipe: DemoRecipe, out: Path, pools: Pools, entry: Entry, memo: nn.Module | None,
                bar: tqdm) -> None:
     """Every task x seed of one backbone (runs with a results.json are skipped)."""
-    from fourds.train.probe import run_probe
+    from fourds.probe.protocol import run_probe
 
     for task_name in recipe.tasks:
         for seed in recipe.seeds:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from fourds.data.collate import collate_samples
-from fourds.train.probe_metrics import MetricAccumulator, primary_spec
+from fourds.probe.metrics import MetricAccumulator, primary_spec
 
 TRIVIAL_ANSWERS = {
     "synth_tracking": "points stay at their query, all visible",

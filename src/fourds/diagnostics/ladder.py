@@ -23,7 +23,7 @@ rung         what it shows
 The loop is the frozen probe's, on precomputed feature tensors (no backbone): AdamW (weight decay
 ``weight_decay``, biases and norms decayed as the probe does), linear warm-up then cosine to 1e-7,
 batches drawn without replacement per epoch, the task's own ``loss``; metrics are reduced with the
-probe's :class:`fourds.train.probe_metrics.MetricAccumulator`. Clips are the tasks' deterministic
+probe's :class:`fourds.probe.metrics.MetricAccumulator`. Clips are the tasks' deterministic
 evaluation transform (``augment=False``, as in the demo), so each scene's features are computed once.
 """
 
@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from fourds.data.collate import collate_samples
 from fourds.diagnostics.features import ORACLE_GROUPS, blank_features, oracle_features, pixel_features
 from fourds.train.optim import warmup_cosine
-from fourds.train.probe_metrics import MetricAccumulator, primary_spec
+from fourds.probe.metrics import MetricAccumulator, primary_spec
 
 TASKS = ("synth_tracking", "synth_boxes", "synth_pose", "synth_depth", "synth_motion")
 RUNGS = ("trivial", "blank", "overfit", "oracle", "pixels")

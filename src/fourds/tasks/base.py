@@ -2,7 +2,7 @@
 
 A task is a small dataclass whose fields are its settings (frames, stride, input size, readout width,
 augmentation switches); ``fourds.tasks.get_task(name, **overrides)`` builds it and rejects unknown
-keys. Its methods are the Task contract (``docs/tasks.md``) that the probe (``fourds.train.probe``) drives:
+keys. Its methods are the Task contract (``docs/tasks.md``) that the probe (``fourds.probe``) drives:
 
 - ``build_readout(dim, grid)``: a module whose ``forward(features, batch)`` takes one layer
   ``(B, T', N, D)`` and the batch;

@@ -43,7 +43,7 @@ def get_task(name: str, **overrides: Any) -> Any:
 
 def load_readout_folder(folder: Path, config: dict[str, Any]) -> nn.Module:
     """Rebuild a probe readout folder (``config.json`` kind ``probe_readout``, written by
-    :func:`fourds.train.probe.save_head`): the task named there, with its saved settings
+    :func:`fourds.probe.sweep.save_head`): the task named there, with its saved settings
     (``task_options``), builds its readout for width ``dim`` and token grid ``grid``; the weights of
     ``model.safetensors`` are loaded into it (strictly). The loader of that kind for
     :func:`fourds.models.load_module`."""

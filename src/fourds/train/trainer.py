@@ -11,7 +11,7 @@ that already holds checkpoints (:func:`refuse_existing_checkpoints`) and :class:
 The clip-stream runs (pretraining and distillation) share their whole loop, :func:`train_loop`
 (:class:`ClipSteps`: gradient accumulation, clipping, the device-side non-finite guard, throughput
 logging, background checkpoints); their set-up (run folder, data, resume, export) is in
-:mod:`fourds.train.pretrain`. The probe's K-head step is :class:`fourds.train.probe_loop.HeadTrainer`.
+:mod:`fourds.train.pretrain`. The probe's K-head step is :class:`fourds.probe.sweep.HeadTrainer`.
 """
 
 from __future__ import annotations

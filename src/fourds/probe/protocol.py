@@ -18,9 +18,9 @@ after SIGKILL (the pretraining loop's checkpoint machinery; data and augmentatio
 the step). ``results.json`` holds every configuration's metrics, the chosen one and the resolved config.
 """
 
+
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import logging
@@ -34,173 +34,90 @@ from torch import Tensor, nn
 
 from fourds.data import to_float
 from fourds.data.pretrain import StepBatchSampler
+from fourds.models.backbone import token_grid
+from fourds.models.io import load_state_into, save_model, write_json_atomic
 from fourds.models.open import open_backbone
-from fourds.models.io import load_state_into, save_model, save_weights_atomic, write_json_atomic
-from fourds.tasks.base import TaskContract, has_dataset, task_options
+from fourds.probe.config import ProbeConfig
+from fourds.probe.data import ProbeData, TrainDraws, clip_size, collate_fn, make_loader, task_clips
+from fourds.probe.evaluate import eval_loader, evaluate, evaluate_with_samples, select
+from fourds.probe.metrics import primary_spec
+from fourds.probe.sweep import (
+    HeadSpec,
+    HeadTrainer,
+    build_head,
+    default_layers,
+    frozen_sweep,
+    head_groups,
+    head_specs,
+    probe_autocast,
+    save_head,
+)
+from fourds.tasks.base import TaskContract
 from fourds.textfiles import read_json
 from fourds.train.distributed import DistInfo, barrier, init_distributed, wrap_ddp
-from fourds.train.feature_cache import FeatureCache, check_deterministic, feature_key
 from fourds.train.optim import build_adamw, param_groups
-from fourds.train.probe_config import ProbeConfig
-from fourds.train.probe_data import TrainDraws, collate_fn, holdout_split, make_loader, task_clips
-from fourds.train.probe_heads import (
-    FinetuneModel,
-    HeadSpec,
-    ReadoutBank,
-    count_params,
-    default_layers,
-    fingerprint,
-    freeze_after,
-    head_specs,
-    token_grid,
-)
-from fourds.train.probe_loop import HeadTrainer, eval_loader, evaluate, evaluate_with_samples, head_groups, select
-from fourds.train.probe_metrics import primary_spec
-from fourds.train.trainer import use_bf16
 
 log = logging.getLogger(__name__)
 
 
-# ------------------------------------------------------------------------------------------ set-up
-class ProbeData:
-    """The datasets and index lists of a run: training indices, validation and evaluation clips."""
-
-    def __init__(self, task: TaskContract, cfg: ProbeConfig, datasets: dict[str, Any] | None = None) -> None:
-        datasets = datasets or {}
-        if not has_dataset(task) and not {"train", "eval"} <= set(datasets):
-            raise ValueError(
-                f"task {task.name!r} has no built-in data (only synthetic tasks do); pass "
-                "run_probe(..., datasets={'train': ..., 'eval': ...}) with map-style datasets of samples"
-            )
-        self.train_set = datasets["train"] if "train" in datasets else task.dataset(cfg.train_split, **cfg.data_kwargs)
-        self.eval_set = datasets["eval"] if "eval" in datasets else task.dataset(cfg.eval_split, **cfg.data_kwargs)
-        n_train, n_eval = len(self.train_set), len(self.eval_set)
-        if n_eval == 0:
-            raise ValueError(f"the evaluation split {cfg.eval_split!r} of task {task.name!r} is empty")
-        if cfg.select_on == "train-holdout":
-            self.train_idx, val = holdout_split(n_train, cfg.holdout_fraction, cfg.seed)
-        else:
-            self.train_idx, val = list(range(n_train)), None
-        cap = cfg.max_eval_samples
-        self.eval_idx = list(range(n_eval))[:cap]
-        self.val_idx = None if val is None else val[:cap]
+# ------------------------------------------------------------------------------------------ backbones
+def resolve_backbone(spec: str, overrides: dict[str, Any] | None = None, seed: int = 0,
+                     clip_size: tuple[int, int, int] | None = None) -> nn.Module:
+    """:func:`fourds.models.open_backbone` under its earlier name and argument order."""
+    return open_backbone(spec, seed=seed, overrides=overrides, clip_size=clip_size)
 
 
-def clip_size(task: TaskContract) -> tuple[int, int, int]:
-    return (int(task.num_frames), *(int(s) for s in task.input_size))  # type: ignore[return-value]
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
-def _autocast(info: DistInfo, cfg: ProbeConfig) -> contextlib.AbstractContextManager:
-    bf16 = use_bf16(cfg.precision, info.device)
-    return torch.autocast(info.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+def freeze_after(backbone: nn.Module, layer: int) -> int:
+    """Finetuning reads layer ``layer``: blocks after it never run, so freeze them (DDP requires every
+    trainable parameter to get a gradient). Returns the number of frozen parameters."""
+    blocks = getattr(backbone, "blocks", None)
+    frozen = 0
+    if blocks is None:
+        if layer < getattr(backbone, "num_layers", layer):
+            log.warning("backbone %s has no .blocks; cannot freeze the blocks after layer %d",
+                        type(backbone).__name__, layer)
+        return 0
+    for block in list(blocks)[layer:]:
+        for p in block.parameters():
+            p.requires_grad_(False)
+            frozen += p.numel()
+    return frozen
 
-
-class _Features:
-    """Frozen features of a batch: from the cache keys when present, else one backbone pass (counted)."""
-
-    def __init__(self, backbone: nn.Module, layers: list[int], autocast: contextlib.AbstractContextManager,
-                 counter: dict[str, int]) -> None:
-        self.backbone, self.layers, self.autocast, self.counter = backbone, layers, autocast, counter
-        self.phase = "train"
-
-    def __call__(self, batch: dict[str, Any]) -> dict[int, Tensor]:
-        if feature_key(self.layers[0]) in batch:
-            return {layer: batch.pop(feature_key(layer)).float() for layer in self.layers}
-        video = to_float(batch["video"])
-        with torch.no_grad(), self.autocast:
-            feats = self.backbone.features(video, layers=self.layers)
-        self.counter[self.phase] += 1
-        return {layer: f.float() for layer, f in zip(self.layers, feats)}
-
-
-def _frozen(cfg: ProbeConfig, info: DistInfo, task: TaskContract, backbone: nn.Module, data: ProbeData, out: Path,
-            counter: dict[str, int]) -> tuple[list[dict[str, Any]], Callable[[int], Callable]]:
-    """Train and evaluate the K-readout sweep; returns per-config results and ``k → predict(batch)``."""
-    grid = token_grid(backbone, clip_size(task))
-    specs = head_specs(cfg.layers, cfg.lrs, cfg.weight_decays, backbone.num_layers)
-    bank = ReadoutBank(task, specs, backbone.dim, grid, cfg.seed).to(info.device)
-    backbone.eval().requires_grad_(False)
-    features = _Features(backbone, bank.layers, _autocast(info, cfg), counter)
-    collate = collate_fn()
-    eval_batch = cfg.eval_batch_size or max(1, cfg.batch_size // info.world_size)
-
-    train_load: Callable[[int], dict] = data.train_set.__getitem__
-    train_transform: Callable | None = task.train_transform
-    eval_clips, val_clips = task_clips(task, data.eval_set), task_clips(task, data.train_set)
-    if cfg.feature_cache:
-        train_load, train_transform, eval_clips, val_clips = _use_cache(
-            cfg, info, task, backbone, data, features, eval_batch, collate, eval_clips, val_clips)
-
-    optimizer = build_adamw(head_groups(list(bank.heads), specs), cfg.lrs[0], (cfg.beta1, cfg.beta2), info.device)
-    wrapped = wrap_ddp(bank, info) if info.distributed else bank
-    trainer = HeadTrainer(cfg, info, task, out, bank, wrapped, optimizer, counter, desc=f"probe {task.name} x{len(specs)}")
-
-    def loader_for(start: int) -> Any:
-        draws = TrainDraws(train_load, data.train_idx, train_transform, cfg.seed)
-        sampler = StepBatchSampler(start, cfg.steps, cfg.batch_size, info.rank, info.world_size)
-        return make_loader(draws, sampler, collate, cfg.num_workers, info.device.type == "cuda")
-
-    if info.is_main:
-        log.info("frozen probe on %s: %d readouts (layers %s x lrs %s x wd %s) on one backbone pass per batch; "
-                 "global batch %d on %d process(es), %d steps, warm-up %d", task.name, len(specs), bank.layers,
-                 cfg.lrs, cfg.weight_decays, cfg.batch_size, info.world_size, cfg.steps, cfg.warmup_steps)
-    features.phase = "train"
-    trainer.fit(loader_for, lambda batch: wrapped(features(batch), batch))
-
-    bank.eval()
-    features.phase = "eval"
-    outputs_of = lambda batch: bank(features(batch), batch)  # noqa: E731
-    test, samples = evaluate_with_samples(task, outputs_of, eval_loader(eval_clips, data.eval_idx, eval_batch, info,
-                                                                        cfg.num_workers), len(specs), info, data.eval_idx)
-    val = test if data.val_idx is None else evaluate(
-        task, outputs_of, eval_loader(val_clips, data.val_idx, eval_batch, info, cfg.num_workers), len(specs), info)
-    if info.is_main:
-        for spec, head in zip(specs, bank.heads):
-            save_head(head, out / "heads" / spec.name, task, spec, backbone.dim, grid)
-    results = [{**spec.to_dict(), "val": v, "test": t, "test_samples": ts, "diverged": d}
-               for spec, v, t, ts, d in zip(specs, val, test, samples, trainer.diverged)]
-
-    def predictor(k: int) -> Callable:
-        features.phase = "eval"
-        layer = specs[k].layer
-        return lambda batch: bank.heads[k](features(batch)[layer], batch)
-    return results, predictor
-
-
-def _use_cache(cfg: ProbeConfig, info: DistInfo, task: TaskContract, backbone: nn.Module, data: ProbeData, features: _Features,
-               batch_size: int, collate: Callable, eval_clips: Callable, val_clips: Callable) -> tuple:
-    """Fill the feature cache where needed; returns the cached sources (train load/transform, clips)."""
-    check_deterministic(task, data.train_set[data.train_idx[0]])
-    cache = FeatureCache(cfg.feature_cache, {
-        "backbone": fingerprint(backbone), "task": task.name, "task_overrides": cfg.task_overrides,
-        "data_kwargs": cfg.data_kwargs, "layers": features.layers, "train_split": cfg.train_split,
-        "eval_split": cfg.eval_split, "precision": type(features.autocast).__name__,
-    })
-    fixed = lambda i: [task.train_transform(data.train_set[i], torch.Generator().manual_seed(0))]  # noqa: E731
-    views = [("train", fixed, data.train_idx), ("eval", eval_clips, data.eval_idx)]
-    if data.val_idx is not None:
-        views.append(("train-eval", val_clips, data.val_idx))
-    features.phase = "cache"
-    for view, load, indices in views:
-        if not cache.complete(view):
-            n = cache.build(view, load, indices, features, info, batch_size, collate)
-            log.info("feature cache: wrote %s (%d samples, %d backbone batches) under %s", view, len(indices), n, cache.dir)
-    log.info("feature cache %s: training and evaluation skip the backbone", cache.dir)
-    return cache.load_first("train"), None, cache.load_clips("eval"), cache.load_clips("train-eval")
-
-
-def save_head(head: nn.Module, folder: Path, task: TaskContract, spec: HeadSpec, dim: int, grid: tuple) -> None:
-    """A readout folder: ``config.json`` (kind ``probe_readout``: task name and settings, width, grid,
-    layer, lr, wd) + ``model.safetensors``; :func:`fourds.models.load_module` rebuilds it through the task
-    registry with the same settings (e.g. a readout scaled down with ``--task-overrides channels=...``;
-    :func:`fourds.tasks.registry.load_readout_folder`)."""
-    options = task_options(task)
-    save_weights_atomic(head.state_dict(), folder / "model.safetensors")
-    write_json_atomic(folder / "config.json", {"kind": "probe_readout", "task": task.name, "task_options": options,
-                                               "dim": dim, "grid": list(grid), **spec.to_dict()})
 
 
 # ------------------------------------------------------------------------------------------ finetuned
+class FinetuneModel(nn.Module):
+    """Backbone + one readout, trained together; the backbone's forward stops at the readout layer.
+
+    ``forward(video, batch)``: video ``(B, T, H, W, 3)`` float32 in [0, 1]; returns ``[outputs]``.
+    """
+
+    def __init__(self, backbone: nn.Module, task: TaskContract, spec: HeadSpec, grid: tuple[int, int, int], seed: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.spec = spec
+        self.task_name, self.grid = task.name, tuple(grid)
+        self.heads = nn.ModuleList([build_head(task, backbone.dim, grid, seed, spec.layer)])
+
+    @property
+    def specs(self) -> list[HeadSpec]:
+        return [self.spec]
+
+    def forward(self, video: Tensor, batch: dict[str, Any]) -> list[Any]:
+        (features,) = self.backbone.features(video, layers=[self.spec.layer])
+        # The readout runs in fp32 even inside the backbone's bf16 autocast, as in the frozen probe:
+        # bf16 outputs quantise positions (1/256 of the frame) and depths (3 digits) before loss and metric.
+        with torch.autocast(features.device.type, enabled=False):
+            return [self.heads[0](features.float(), batch)]
+
+    def to_config(self) -> dict[str, Any]:
+        return {"kind": "probe_finetune", "task": self.task_name, "grid": list(self.grid), "head": self.spec.to_dict()}
+
+
 def _finetune_model(cfg: ProbeConfig, info: DistInfo, task: TaskContract, pristine: nn.Module, spec: HeadSpec,
                     grid: tuple[int, int, int]) -> tuple[FinetuneModel, torch.optim.Optimizer, int]:
     """A deep copy of the backbone with its blocks after the readout layer frozen, plus the seeded readout,
@@ -238,7 +155,7 @@ def _finetune(cfg: ProbeConfig, info: DistInfo, task: TaskContract, backbone: nn
     pristine = backbone  # never trained itself: each run trains its own deep copy, moved to the device
     collate = collate_fn()
     eval_batch = cfg.eval_batch_size or max(1, cfg.batch_size // info.world_size)
-    autocast = _autocast(info, cfg)
+    autocast = probe_autocast(info, cfg)
     results: list[dict[str, Any]] = []
     models: dict[int, nn.Module] = {}
     for k, spec in enumerate(specs):
@@ -352,7 +269,7 @@ def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: TaskCon
         explicit: with ``cfg.resume`` and a saved ``<out>/config.json``, the settings given for this
             call (CLI flags; default: the fields that differ from their defaults). The run continues with
             its saved settings; explicit changes are allowed only for
-            :data:`fourds.train.probe_config.RESUMABLE_KEYS` and refused otherwise.
+            :data:`fourds.probe.config.RESUMABLE_KEYS` and refused otherwise.
     """
     saved = Path(cfg.out) / "config.json"
     if cfg.resume and saved.is_file():
@@ -382,14 +299,14 @@ def run_probe(cfg: ProbeConfig, backbone: nn.Module | None = None, task: TaskCon
     if info.is_main:
         write_json_atomic(out / "config.json", {**cfg.to_dict(), "world_size": info.world_size})
     counter = {"train": 0, "eval": 0, "cache": 0}
-    run = _finetune if cfg.finetune else _frozen
+    run = _finetune if cfg.finetune else frozen_sweep
     configs, predictor = run(cfg, info, task, backbone, data, out, counter)
     chosen = select(task, configs)
     results = _results(cfg, info, task, backbone, data, configs, chosen, counter)
     if info.is_main:
         write_json_atomic(out / "results.json", results)
         if cfg.visualize and chosen is not None:
-            from fourds.train.probe_visualize import visualize
+            from fourds.probe.visualize import visualize
 
             paths = visualize(task, predictor(chosen), data.eval_set, data.eval_idx[: cfg.visualize],
                               out / "visualizations", info.device)

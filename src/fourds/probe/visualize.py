@@ -21,7 +21,7 @@ from torch import Tensor
 
 from fourds.fileio import atomic_path
 from fourds.tasks.base import TaskContract, class_names, prediction_fn
-from fourds.train.probe_data import collate_fn, task_clips, to_device
+from fourds.probe.data import collate_fn, task_clips, to_device
 
 log = logging.getLogger(__name__)
 

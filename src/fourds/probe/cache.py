@@ -18,16 +18,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from fourds.models.io import read_safetensors, save_weights_atomic, write_json_atomic
 from fourds.tasks.base import TaskContract
 from fourds.train.distributed import DistInfo, barrier
-from fourds.train.probe_data import EvalClips, ShardSampler, collate_clips, to_device
+from fourds.probe.data import EvalClips, ShardSampler, collate_clips, to_device
 
 log = logging.getLogger(__name__)
 
 FEATURE_PREFIX = "__feat"
+
+
+def fingerprint(module: nn.Module) -> str:
+    """A hash of the module's class, parameter names, shapes and values (feature-cache key)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(type(module).__name__.encode())
+    for name, tensor in module.state_dict().items():
+        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        h.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
 
 
 def feature_key(layer: int) -> str:

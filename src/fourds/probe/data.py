@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fourds.data.collate import collate_samples
 from fourds.seeding import derive_seed, generator
-from fourds.tasks.base import TaskContract, clip_merger, evaluation_clips
+from fourds.probe.config import ProbeConfig
+from fourds.tasks.base import TaskContract, clip_merger, evaluation_clips, has_dataset
 
 Sample = dict[str, Any]
 
@@ -196,3 +197,31 @@ def merge_clip_outputs(task: TaskContract, outputs: Any, counts: list[int]) -> A
     def mean(t: Tensor) -> Tensor:
         return torch.stack([part.mean(0) for part in torch.split(t, counts)])
     return tree_map(mean, outputs)
+
+
+class ProbeData:
+    """The datasets and index lists of a run: training indices, validation and evaluation clips."""
+
+    def __init__(self, task: TaskContract, cfg: ProbeConfig, datasets: dict[str, Any] | None = None) -> None:
+        datasets = datasets or {}
+        if not has_dataset(task) and not {"train", "eval"} <= set(datasets):
+            raise ValueError(
+                f"task {task.name!r} has no built-in data (only synthetic tasks do); pass "
+                "run_probe(..., datasets={'train': ..., 'eval': ...}) with map-style datasets of samples"
+            )
+        self.train_set = datasets["train"] if "train" in datasets else task.dataset(cfg.train_split, **cfg.data_kwargs)
+        self.eval_set = datasets["eval"] if "eval" in datasets else task.dataset(cfg.eval_split, **cfg.data_kwargs)
+        n_train, n_eval = len(self.train_set), len(self.eval_set)
+        if n_eval == 0:
+            raise ValueError(f"the evaluation split {cfg.eval_split!r} of task {task.name!r} is empty")
+        if cfg.select_on == "train-holdout":
+            self.train_idx, val = holdout_split(n_train, cfg.holdout_fraction, cfg.seed)
+        else:
+            self.train_idx, val = list(range(n_train)), None
+        cap = cfg.max_eval_samples
+        self.eval_idx = list(range(n_eval))[:cap]
+        self.val_idx = None if val is None else val[:cap]
+
+
+def clip_size(task: TaskContract) -> tuple[int, int, int]:
+    return (int(task.num_frames), *(int(s) for s in task.input_size))  # type: ignore[return-value]
