@@ -157,7 +157,7 @@ def machine_info(measure_peaks: bool = True, bf16_peak_tflops: float | None = No
         "git": _git(), "load_avg_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     if torch.cuda.is_available():
-        from fourds.train.flops import peak_flops
+        from fourds.train.device_step import peak_flops
 
         dev = torch.device("cuda")
         prop = torch.cuda.get_device_properties(dev)
@@ -166,7 +166,7 @@ def machine_info(measure_peaks: bool = True, bf16_peak_tflops: float | None = No
         nominal = bf16_peak_tflops * 1e12 if bf16_peak_tflops else peak_flops(dev)
         info["bf16_nominal_peak_tflops"] = nominal / 1e12 if nominal else None
         info["bf16_nominal_peak_source"] = ("--bf16-peak-tflops" if bf16_peak_tflops else
-                                            "fourds.train.flops table by device name" if nominal else "unknown device")
+                                            "fourds.train.device_step table by device name" if nominal else "unknown device")
         if measure_peaks:
             info["bf16_matmul_peak_tflops"] = cuda_matmul_peak() / 1e12
     else:

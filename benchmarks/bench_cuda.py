@@ -7,7 +7,7 @@ need fails loudly), each configuration in its own process (a failing worker's st
 - ``pretrain``: one SimpleMAE optimiser step (95% masking, fused AdamW, activation checkpointing off) of
   4DS-S, 4DS-B and 4DS-L at 16x224x224 and fixed batch sizes, next to Hugging Face
   ``VideoMAEForPreTraining`` of 4DS-B's encoder size (same batch, 95% masking, bf16); model FLOPs from
-  ``fourds.train.flops.mae_train_flops`` (3x the counted forward) and from the dispatcher's counter;
+  ``fourds.train.device_step.mae_train_flops`` (3x the counted forward) and from the dispatcher's counter;
 - ``forward``: the frozen 4DS-B encoder forward (``features`` at depth 0.95 and 0.75, as
   ``fourds extract``) under ``torch.inference_mode``;
 - ``loop``: the real ``fourds pretrain`` loop on the demo's 4ds-micro (16x64x64, 2x8x8 tubelets, batch
@@ -15,7 +15,7 @@ need fails loudly), each configuration in its own process (a failing worker's st
   clock (data, logging and saves included) next to the step timer's, and the slow-down of each logging
   window that contains a checkpoint save against its neighbours.
 
-MFU = achieved model FLOP/s / the device's nominal dense bf16 peak, from ``fourds.train.flops``'s table
+MFU = achieved model FLOP/s / the device's nominal dense bf16 peak, from ``fourds.train.device_step``'s table
 by device name (H100/H200 989 TFLOP/s, A100 312, ...) or ``--bf16-peak-tflops``; the fraction of the
 bf16 matmul peak measured in the same run (8192^3) is reported too.
 
@@ -48,20 +48,20 @@ def nominal_peak(override_tflops: float | None = None) -> tuple[float | None, st
     """The device's dense bf16 peak (FLOP/s) and where it came from."""
     if override_tflops:
         return override_tflops * 1e12, "--bf16-peak-tflops"
-    from fourds.train.flops import peak_flops
+    from fourds.train.device_step import peak_flops
 
     peak = peak_flops(torch.device("cuda"))
     name = torch.cuda.get_device_name()
     if peak is None:
-        return None, f"{name!r} is not in fourds.train.flops's table: pass --bf16-peak-tflops for MFU"
-    return peak, f"data-sheet value for {name!r} (fourds.train.flops; override with --bf16-peak-tflops)"
+        return None, f"{name!r} is not in fourds.train.device_step's table: pass --bf16-peak-tflops for MFU"
+    return peak, f"data-sheet value for {name!r} (fourds.train.device_step; override with --bf16-peak-tflops)"
 
 
 def worker_forward(model: str, batch: int, steps: int) -> dict:
     """Frozen encoder forward in bf16 autocast, in this process."""
     from benchmarks.bench_pretrain import _fused_sdpa
     from fourds.models import create
-    from fourds.train.flops import flop_counter
+    from fourds.train.device_step import flop_counter
 
     torch.manual_seed(0)
     net = create(model, input_size=CLIP).cuda().eval()
@@ -215,7 +215,7 @@ def measure_loop(quick: bool) -> dict:
 def measure(quick: bool = False, bf16_peak_tflops: float | None = None, only: tuple[str, ...] = ("pretrain", "forward", "loop")) -> dict:
     """Everything on CUDA; the caller has checked that CUDA is available."""
     from benchmarks._suite import cuda_matmul_peak
-    from fourds.train.flops import mae_train_flops
+    from fourds.train.device_step import mae_train_flops
 
     steps = 5 if quick else 10
     measured = cuda_matmul_peak(4096 if quick else 8192)

@@ -76,9 +76,9 @@ def _sdpa_model_backward(grad_out_shape, query_shape, key_shape, value_shape, *a
 
 
 def _model_flop_formulas() -> dict:
-    """Custom FLOP formulas: CPU flash attention (``fourds.train.flops``), every SDPA backward as model
+    """Custom FLOP formulas: CPU flash attention (``fourds.train.device_step``), every SDPA backward as model
     FLOPs (:func:`_sdpa_model_backward`)."""
-    from fourds.train.flops import CPU_SDPA_FORMULAS
+    from fourds.train.device_step import CPU_SDPA_FORMULAS
 
     aten = torch.ops.aten
     backward_ops = [aten._scaled_dot_product_flash_attention_for_cpu_backward]
@@ -90,7 +90,7 @@ def _model_flop_formulas() -> dict:
 
 
 def model_flop_counter():
-    """``fourds.train.flops.flop_counter()`` (which also counts CPU flash attention) with every SDPA
+    """``fourds.train.device_step.flop_counter()`` (which also counts CPU flash attention) with every SDPA
     backward counted as model FLOPs (:func:`_sdpa_model_backward`)."""
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -48,7 +48,7 @@ def run_all(out: Path) -> None:
     """The four runs, each a few steps on 4-frame 32x32 clips, seed 0."""
     from fourds.train import PretrainConfig, pretrain
     from fourds.train.distill import distill
-    from fourds.train.distill_config import DistillConfig
+    from fourds.train.distill import DistillConfig
     from fourds.probe.protocol import run_probe
     from fourds.probe.config import ProbeConfig
 

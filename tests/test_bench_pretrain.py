@@ -33,7 +33,7 @@ def test_model_flop_counter_counts_attention_backward_as_four_matmuls():
 def test_library_counter_counts_the_recompute_that_the_benchmark_leaves_out():
     """The difference the benchmark corrects: torch's formula for the (CPU flash) backward adds the
     scores recompute, one matmul more than the model's four."""
-    from fourds.train.flops import flop_counter
+    from fourds.train.device_step import flop_counter
 
     q, k, v, one_matmul = _attention()
     with flop_counter() as counter:

@@ -92,8 +92,8 @@ def _examples(text: str, flag: str) -> list[list[str]]:
 
 @pytest.mark.parametrize("command,flag,field,cls_path", [
     ("pretrain", "--model-overrides", "model_overrides", "fourds.train.config.PretrainConfig"),
-    ("distill", "--student-overrides", "student_overrides", "fourds.train.distill_config.DistillConfig"),
-    ("distill", "--teacher-overrides", "teacher_overrides", "fourds.train.distill_config.DistillConfig"),
+    ("distill", "--student-overrides", "student_overrides", "fourds.train.distill.DistillConfig"),
+    ("distill", "--teacher-overrides", "teacher_overrides", "fourds.train.distill.DistillConfig"),
     ("probe", "--backbone-overrides", "backbone_overrides", "fourds.probe.config.ProbeConfig"),
     ("probe", "--task-overrides", "task_overrides", "fourds.probe.config.ProbeConfig"),
     ("probe", "--data-kwargs", "data_kwargs", "fourds.probe.config.ProbeConfig"),

@@ -23,7 +23,7 @@ from fourds.train.distill import (
     load_distill_student,
     teacher_targets,
 )
-from fourds.train.distill_config import PAPER_TEACHER_LAYERS, DistillConfig
+from fourds.train.distill import PAPER_TEACHER_LAYERS, DistillConfig
 from fourds.probe.protocol import run_probe
 from fourds.probe.config import ProbeConfig
 

@@ -96,7 +96,7 @@ def test_fsdp_on_one_gpu_saves_sharded_and_resumes_to_the_same_weights(tmp_path)
 def test_distill_on_cuda(tmp_path):
     from fourds.data.pretrain import RandomVideos
     from fourds.train.distill import distill
-    from fourds.train.distill_config import DistillConfig
+    from fourds.train.distill import DistillConfig
 
     teacher = create("4ds-tiny", input_size=(4, 32, 32), depth=3, dim=48, num_heads=3, mlp_dim=96)
     folder = save_model(teacher, tmp_path / "teacher")

@@ -1,6 +1,6 @@
 """Moved modules' old paths still import, warn with a DeprecationWarning and hand out the very objects of
 the new modules (issue 19: the probe protocol moved from ``fourds.train`` to ``fourds.probe``; no shim file
-stays in ``fourds/train``)."""
+stays in ``fourds/train``, which keeps at most ten modules)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ OLD_NAMES: dict[str, tuple[str, ...]] = {
     "fourds.train.probe_report": ('MODEL_FOLDER', 'backbone_label', 'backbone_labels', 'find_results', 'layer_curves', 'load_runs', 'markdown_tables', 'model_name', 'plot_layer_depth', 'plot_size_scaling', 'table_rows', 'write_report'),
     "fourds.train.probe_visualize": ('COMPASS', 'boxes_legend', 'class_name', 'draw_boxes', 'draw_cameras', 'draw_depth', 'draw_points', 'motion_class_name', 'points_legend', 'predictions', 'visualize', 'visualize_sample'),
     "fourds.train.feature_cache": ('FEATURE_PREFIX', 'FeatureCache', 'check_deterministic', 'feature_key'),
+    "fourds.train.flops": ('CPU_SDPA_FORMULAS', 'count_forward_flops', 'flop_counter', 'mae_train_flops', 'peak_flops'),
+    "fourds.train.distill_config": ('DistillConfig', 'PAPER_DISTILL_DEFAULTS', 'PAPER_TEACHER_LAYERS', 'TEACHER_PRECISIONS'),
 }
 
 
@@ -81,3 +83,8 @@ def test_a_pickle_naming_an_old_path_loads() -> None:
     sys.modules.pop("fourds.train.probe_heads", None)
     with pytest.warns(DeprecationWarning):
         assert pickle.loads(blob) == spec
+
+
+def test_train_has_at_most_ten_modules_besides_its_init() -> None:
+    modules = sorted(p.name for p in (SRC / "train").glob("*.py") if p.name != "__init__.py")
+    assert len(modules) <= 10 and not [p for p in (SRC / "train").iterdir() if p.is_dir() and p.name != "__pycache__"], modules

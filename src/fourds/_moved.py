@@ -27,6 +27,8 @@ MOVED: dict[str, tuple[str, ...]] = {
     "fourds.train.probe_report": ("fourds.probe.report",),
     "fourds.train.probe_visualize": ("fourds.probe.visualize",),
     "fourds.train.feature_cache": ("fourds.probe.cache",),
+    "fourds.train.distill_config": ("fourds.train.distill",),
+    "fourds.train.flops": ("fourds.train.device_step",),
 }
 
 

@@ -11,7 +11,7 @@ from fourds.cli.config_args import HelpFormatter, add_dataclass_args, dataclass_
 def register(subparsers: argparse._SubParsersAction) -> None:
     from fourds.models.registry import PAPER_TRAIN_DEFAULTS
     from fourds.train.config import DEVICES, PRECISIONS, STRATEGIES
-    from fourds.train.distill_config import PAPER_DISTILL_DEFAULTS, TEACHER_PRECISIONS, DistillConfig
+    from fourds.train.distill import PAPER_DISTILL_DEFAULTS, TEACHER_PRECISIONS, DistillConfig
 
     p = subparsers.add_parser(
         "distill", formatter_class=HelpFormatter,
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fourds.models.backbone import parse_layer_spec
     from fourds.train.distill import distill
-    from fourds.train.distill_config import DistillConfig
+    from fourds.train.distill import DistillConfig
     from fourds.train.distributed import shutdown_distributed
 
     cfg = dataclass_from_args(DistillConfig, args)

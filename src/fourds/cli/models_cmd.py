@@ -41,7 +41,7 @@ def model_table(clip: tuple[int, int, int], names: list[str] | None = None) -> l
     import torch
 
     from fourds.models import get_preset, list_models, simple_mae
-    from fourds.train.flops import count_forward_flops
+    from fourds.train.device_step import count_forward_flops
 
     for name in names or []:
         get_preset(name)  # unknown names fail with the registered list

@@ -155,7 +155,7 @@ def pretrain_models(recipe: DemoRecipe, out: Path, pools: Pools) -> dict[str, Pa
 def distill_model(recipe: DemoRecipe, out: Path, pools: Pools) -> Path:
     """The largest pretrained model distilled into the smallest architecture (paper Section 4)."""
     from fourds.train.distill import distill
-    from fourds.train.distill_config import DistillConfig
+    from fourds.train.distill import DistillConfig
 
     small, large = recipe.models[0], recipe.models[-1]
     folder = out / "distill" / "model"

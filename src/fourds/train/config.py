@@ -93,7 +93,7 @@ class RunFields(ConfigBase):
 @dataclass
 class RunSettings(RunFields):
     """The settings of the pretraining loop that every run of it shares — pretraining
-    (:class:`PretrainConfig`) and distillation (:class:`fourds.train.distill_config.DistillConfig`): data,
+    (:class:`PretrainConfig`) and distillation (:class:`fourds.train.distill.DistillConfig`): data,
     schedule, optimiser, clip sampling, checkpoints, devices. Each subclass documents every field and sets
     its own ``out`` default; ``None`` fields are filled from the model preset by ``resolved()``.
     """

@@ -42,7 +42,7 @@ from fourds.train.distributed import (
     unwrap,
     wrap_ddp,
 )
-from fourds.train.flops import mae_train_flops
+from fourds.train.device_step import mae_train_flops
 from fourds.train.optim import build_adamw, param_groups
 from fourds.train.trainer import (  # noqa: F401  (FAULT_ENV, NonFiniteLossError, data_state_dict: re-exported)
     FAULT_ENV,

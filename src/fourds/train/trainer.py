@@ -33,9 +33,14 @@ from torch import nn
 from fourds.data import to_float
 from fourds.fileio import release_run_folder
 from fourds.train.checkpoint import Checkpointer
-from fourds.train.device_step import NonFiniteGuard, StepTimer, fused_attention_only, out_of_memory_message
+from fourds.train.device_step import (
+    NonFiniteGuard,
+    StepTimer,
+    fused_attention_only,
+    out_of_memory_message,
+    peak_flops,
+)
 from fourds.train.distributed import DistInfo, all_reduce_mean, all_reduce_min, all_reduce_sum
-from fourds.train.flops import peak_flops
 from fourds.train.logger import RunLogger
 from fourds.train.optim import warmup_cosine
 
