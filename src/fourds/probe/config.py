@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from fourds.train.config import RunFields
+from fourds.train.config import DEVICES, PRECISIONS, RunFields, check_choices, need
 
 SELECT_ON = ("train-holdout", "eval")
 
@@ -22,8 +22,6 @@ RESUMABLE_KEYS = frozenset({
     "out", "resume", "eval_batch_size", "max_eval_samples", "visualize", "save_every", "keep_checkpoints",
     "log_every", "precision", "device", "num_workers", "tensorboard", "feature_cache",
 })
-PRECISIONS = ("auto", "fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda")
 
 FROZEN_DEFAULTS: dict[str, Any] = {
     "lrs": [1e-4, 3e-4, 1e-3], "weight_decays": [1e-4], "steps": 40_000, "warmup_steps": 1_000,
@@ -134,13 +132,7 @@ class ProbeConfig(RunFields):
         return list(self.steps) if isinstance(self.steps, list) else [self.steps]  # type: ignore[list-item]
 
     def validate(self) -> None:
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ValueError(msg)
-
-        need(self.select_on in SELECT_ON, f"--select-on {self.select_on!r}: choose one of {SELECT_ON}")
-        need(self.precision in PRECISIONS, f"--precision {self.precision!r}: choose one of {PRECISIONS}")
-        need(self.device in DEVICES, f"--device {self.device!r}: choose one of {DEVICES}")
+        check_choices(self, {"select_on": SELECT_ON, "precision": PRECISIONS, "device": DEVICES})
         for name in ("batch_size", "save_every", "log_every", "keep_checkpoints"):
             value = getattr(self, name)
             need(value is None or (isinstance(value, int) and value >= 1),

@@ -340,17 +340,23 @@ def resume_config(saved: dict[str, Any], cfg: Any, explicit: Iterable[str], wher
     return type(cfg)(**values)
 
 
+def need(cond: bool, msg: str) -> None:
+    """Raise ``ValueError(msg)`` unless ``cond``: the configs' validation step."""
+    if not cond:
+        raise ValueError(msg)
+
+
+def check_choices(cfg: Any, names: dict[str, tuple[str, ...]]) -> None:
+    """Each field ``name`` of ``cfg`` is one of ``names[name]``; the error names the flag and the choices."""
+    for name, choices in names.items():
+        value = getattr(cfg, name)
+        need(value in choices, f"--{name.replace('_', '-')} {value!r}: choose one of {choices}")
+
+
 def validate_run_fields(cfg: Any) -> None:
     """Checks shared by every config with the training-run fields of :class:`PretrainConfig` (the
     distillation config too); errors name the flag and the valid values."""
-
-    def need(cond: bool, msg: str) -> None:
-        if not cond:
-            raise ValueError(msg)
-
-    need(cfg.strategy in STRATEGIES, f"--strategy {cfg.strategy!r}: choose one of {STRATEGIES}")
-    need(cfg.precision in PRECISIONS, f"--precision {cfg.precision!r}: choose one of {PRECISIONS}")
-    need(cfg.device in DEVICES, f"--device {cfg.device!r}: choose one of {DEVICES}")
+    check_choices(cfg, {"strategy": STRATEGIES, "precision": PRECISIONS, "device": DEVICES})
     need(cfg.compile_mode is None or cfg.compile_mode in COMPILE_MODES,
          f"--compile-mode {cfg.compile_mode!r}: choose one of {COMPILE_MODES} (or leave it unset)")
     for name in ("steps", "batch_size", "num_frames", "frame_stride", "image_size", "grad_accum",
