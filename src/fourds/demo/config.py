@@ -204,7 +204,7 @@ def default_recipe() -> DemoRecipe:
     """The README's main job on 2 CPU cores (its measured time and table: docs/demo.md).
 
     Settings from the measured search on the ``val`` split (docs/demo.md, "What mattered"): 75% masking
-    (at 95% a 4x4x8 token grid keeps 6 visible tubelets and SimpleMAE stays on the mean-colour plateau),
+    (at 95% the 8x4x4 token grid keeps 6 visible tubelets and SimpleMAE stays on the mean-colour plateau),
     1,024 training scenes (with 256 every readout overfits and pose ends worse than its trivial answer),
     300 readout steps for pose and depth (the two tasks whose readouts are still improving there) and two
     worker processes (pretraining of the two sizes side by side, then one probed backbone per worker).
